@@ -81,6 +81,17 @@ class CheckConfig:
     min_mouth_range: float = 0.05  # opening range (fraction of face width) that shows speech
     min_silence_s: float = 1.0  # leading / trailing silence (5 s recommended)
     silence_db: float = -40.0  # frame energy below this (dB re peak) counts as silence
+    recommended_silence_s: float = 5.0  # what the field's guidance asks for at start and end
+    silence_above_floor_db: float = 6.0  # in a noisy room, floor + this still counts as silence
+    silent_dbfs: float = -60.0  # loudest frame below this (dB full scale): the track is mute
+    min_fps: float = 24.0  # lower source rates repeat frames at 25 fps: missing mouth shapes
+    max_box_outside_fraction: float = 0.01  # crops past the frame edge get repeated edge pixels
+    max_scale_change: float = 0.25  # face size p5-p95 change: moving toward/away from camera
+    min_snr_db: float = 20.0  # speech over the noise floor; less means noise or music
+    voiced_db: float = -30.0  # frames louder than this (dB re peak) count as speech
+    closed_mouth: float = 0.02  # opening within this of its p5 (face widths) counts as closed
+    min_closed_voiced_s: float = 1.0  # speech under a closed mouth this long is another voice
+    max_closed_voiced_fraction: float = 0.05  # share of speech in such stretches before warning
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine (see README.md):
+#   make demo   set up, then run every notebook on the embedded demo (outputs/demo/)
+#   make test   set up, then run the test suite and validate the notebooks
+PY := .venv/bin/python
+export TQDM_MININTERVAL ?= 2
+
+.PHONY: setup demo test lint bench clean-demo
+
+setup:
+	@bash scripts/setup_venv.sh
+
+demo: setup
+	$(PY) scripts/run_notebooks.py --out outputs/demo
+
+test: setup
+	TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+lint: setup
+	$(PY) -m ruff check synctalk_lib tests bench scripts
+	$(PY) -m nbstripout --verify notebooks/*.ipynb
+
+bench: setup
+	$(PY) bench/preprocess.py
+
+clean-demo:
+	rm -rf dataset/demo checkpoints/demo outputs/demo

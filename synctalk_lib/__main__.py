@@ -1,0 +1,87 @@
+"""Command line: `python -m synctalk_lib <command> …` runs the same code as the notebooks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import PRESETS, get_config
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value (e.g. crop.smooth_frames=9), got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from . import demo
+
+    paths = demo.make_demo(root=args.root, name=args.name, seconds=args.seconds,
+                           seed=args.seed, overwrite=args.overwrite)
+    print(paths.video)
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from . import preprocess
+
+    overrides = _overrides(args.set)
+    if args.backend:
+        overrides["landmarks.backend"] = args.backend
+    cfg = get_config(args.preset, overrides)
+    ds = preprocess.preprocess(args.name, root=args.root, cfg=cfg, video=args.video,
+                               source=args.source, force=args.force)
+    from . import check
+
+    print(check.report_text(ds.check()))
+    print(f"preprocessed {ds.n_frames} frames into {ds.paths.folder}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m synctalk_lib", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="make the embedded demo dataset (talking astronaut)")
+    p.add_argument("--root", default="dataset", help="dataset folder")
+    p.add_argument("--name", default="demo")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the demo video")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("preprocess", help="landmarks, crops and audio features of a person")
+    p.add_argument("--name", required=True, help="dataset/<name>/<name>.mp4")
+    p.add_argument("--video", type=Path, help="recording to copy into dataset/<name>/ first")
+    p.add_argument("--root", default="dataset", help="dataset folder")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--backend", choices=["mediapipe", "face_alignment"])
+    p.add_argument("--source", default="auto", choices=["auto", "video", "frames"],
+                   help="frames = SyncTalk_2D full_body_img/ folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. crop.smooth_frames=9)")
+    p.add_argument("--force", action="store_true", help="recompute cached stages")
+    p.set_defaults(func=_cmd_preprocess)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (RuntimeError, KeyError, TypeError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

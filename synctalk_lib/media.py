@@ -1,0 +1,478 @@
+"""Media I/O: every video, image and audio file goes in and out through this module.
+
+Contract of the whole library: frames are RGB uint8 (H, W, 3); audio is float32 mono in
+[-1, 1]. BGR<->RGB conversion happens here and nowhere else. All decoding and encoding uses the
+ffmpeg binary shipped by imageio-ffmpeg (there is no ffprobe), so `probe` parses the stream
+summary that `ffmpeg -i` prints.
+
+Video is always resampled to a constant rate with ffmpeg's fps filter anchored at the file
+start (`start_time=0`): frame i shows what is on screen at time i / fps, for constant, 29.97 and
+variable frame rate sources alike. If the video track starts late, its first picture is repeated
+to fill the gap, so frame indices stay on the same clock as the audio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+from synctalk_lib import files
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+SEEK_MARGIN_S = 3.0  # fast seek lands this far before `start`: longer than any sane frame gap
+STDERR_TAIL = 2000  # characters of ffmpeg's stderr quoted in errors
+AAC_BITRATE = "128k"
+SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int"  # RGB<->YUV round trip within ~1 level
+_CHANNELS = {"mono": 1, "stereo": 2, "quad": 4, "hexagonal": 6, "octagonal": 8}
+
+
+class MediaError(RuntimeError):
+    """A media file is missing, unreadable or not what the caller expected."""
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _tail(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return text.strip()[-STDERR_TAIL:]
+
+
+def run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
+    """Run ffmpeg to completion; a failure raises MediaError with the command and stderr tail."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *args]
+    log.debug("run %s", shlex.join(cmd))
+    try:
+        return subprocess.run(cmd, check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        raise MediaError(
+            f"ffmpeg failed (exit {exc.returncode}): {shlex.join(cmd)}\n{_tail(exc.stderr)}"
+        ) from None
+
+
+def _rate(fps: float) -> str:
+    """ffmpeg rational for a frame rate, so 29.97002997 becomes exactly 30000/1001."""
+    if not fps > 0:
+        raise MediaError(f"fps must be positive, got {fps!r}")
+    r = Fraction(fps).limit_denominator(1001)
+    return f"{r.numerator}/{r.denominator}"
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"no such file: {path} — check the path")
+    if path.is_dir():
+        raise MediaError(f"{path} is a directory, expected a media file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path} is empty (0 bytes); the recording or copy did not finish — redo it")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What `ffmpeg -i` reports about a file. width/height are as displayed (after rotation)."""
+
+    path: Path
+    duration: float  # seconds, container duration (longest stream)
+    has_video: bool
+    has_audio: bool
+    width: int
+    height: int
+    fps: float  # average/declared rate of the video stream; 0 if none
+    video_codec: str
+    audio_codec: str
+    audio_rate: int
+    audio_channels: int
+    container: str = ""  # ffmpeg demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+
+    def n_frames_at(self, fps: float | None = 25) -> int:
+        """Exact number of frames `read_frames(path, fps)` yields.
+
+        Counted by running the same fps filter into ffmpeg's null muxer (decode only, no
+        conversion) because duration * fps is off by one for VFR clips, late-starting tracks and
+        rounding at the end; the count is cached per (file, size, mtime, fps).
+        """
+        st = self.path.stat()
+        return _count_frames(str(self.path), st.st_size, st.st_mtime_ns, fps)
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Describe a media file; raises MediaError if it is missing, empty or not media."""
+    path = _existing(path)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    text = subprocess.run(cmd, check=False, capture_output=True).stderr.decode(errors="replace")
+    if "Input #0" not in text:  # `ffmpeg -i` alone always exits 1; the header means it opened
+        raise MediaError(f"{path} is not a video or audio file ffmpeg can read: {_tail(text)}")
+    blocks = re.split(r"^\s*Stream #", text, flags=re.MULTILINE)[1:]  # each with its side data
+    video = next((b for b in blocks if ": Video: " in b and "(attached pic)" not in b), "")
+    audio = next((b for b in blocks if ": Audio: " in b), "")
+    if not video and not audio:
+        raise MediaError(f"{path} contains no video or audio stream (zero frames?) — re-record it")
+    width = height = 0
+    fps = 0.0
+    if video:
+        line = video.splitlines()[0]
+        width, height = map(int, re.search(r", (\d+)x(\d+)", line).groups())
+        rate = re.search(r"([\d.]+)(k?) fps", line) or re.search(r"([\d.]+)(k?) tbr", line)
+        fps = float(rate[1]) * (1000 if rate[2] else 1) if rate else 0.0
+        rotation = re.search(r"rotation of (-?[\d.]+) degrees", video, flags=re.IGNORECASE)
+        if rotation and round(abs(float(rotation[1]))) % 180 == 90:
+            width, height = height, width  # ffmpeg autorotates when decoding
+    rate_hz = re.search(r"(\d+) Hz, ([^,]+)", audio)
+    layout = rate_hz[2].strip() if rate_hz else ""
+    layout_sum = re.match(r"(\d+)\.(\d+)", layout)
+    n_channels = re.match(r"(\d+) channels", layout)
+    channels = (
+        _CHANNELS.get(layout)
+        or (int(layout_sum[1]) + int(layout_sum[2]) if layout_sum else 0)
+        or (int(n_channels[1]) if n_channels else 0)
+    )
+    hms = re.search(r"Duration: (\d+):(\d+):([\d.]+)", text)
+    duration = int(hms[1]) * 3600 + int(hms[2]) * 60 + float(hms[3]) if hms else 0.0
+    if not hms:  # e.g. browser-recorded webm: no duration in the header, so demux to find it
+        progress = run_ffmpeg(["-i", str(path), "-c", "copy", "-f", "null", "-progress",
+                               "pipe:1", "-nostats", "-"]).stdout.decode()
+        times = re.findall(r"out_time_us=(\d+)", progress)
+        duration = int(times[-1]) / 1e6 if times else 0.0
+    if video and duration <= 0:
+        raise MediaError(f"{path} has a video stream with no frames (duration 0) — re-record it")
+    return MediaInfo(
+        path=path, duration=duration, has_video=bool(video), has_audio=bool(audio),
+        width=width, height=height, fps=fps,
+        video_codec=re.search(r": Video: (\w+)", video)[1] if video else "",
+        audio_codec=re.search(r": Audio: (\w+)", audio)[1] if audio else "",
+        audio_rate=int(rate_hz[1]) if rate_hz else 0, audio_channels=channels,
+        container=re.search(r"Input #0, (.*?), from ", text)[1],
+    )
+
+
+def _video_filter(fps: float | None, start: int, size: tuple[int, int] | None) -> str:
+    """Filter graph shared by reading and counting, so both see the same frames."""
+    parts = [f"fps=fps={_rate(fps)}:start_time=0"] if fps else []
+    if start:  # after fps the time base is 1/fps, so pts is the output frame index
+        parts.append(f"trim=start_pts={start}" if fps else f"trim=start_frame={start}")
+    if size:
+        parts += [f"scale={size[0]}:{size[1]}", "format=rgb24"]
+    return ",".join(parts) or "null"
+
+
+@functools.lru_cache(maxsize=256)
+def _count_frames(path: str, _size: int, _mtime_ns: int, fps: float | None) -> int:
+    result = run_ffmpeg(["-i", path, "-map", "0:V:0", "-vf", _video_filter(fps, 0, None),
+                         "-fps_mode", "passthrough", "-f", "null", "-progress", "pipe:1",
+                         "-nostats", "-"])
+    return int(re.findall(r"^frame=(\d+)", result.stdout.decode(), flags=re.MULTILINE)[-1])
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def read_frames(
+    path: str | os.PathLike,
+    fps: float | None = 25,
+    start: int = 0,
+    count: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream frames as (H, W, 3) uint8 RGB arrays, one decoded frame in memory at a time.
+
+    Args:
+        fps: output rate (fps filter; frame i is time i / fps); None keeps the source frames.
+        start: index of the first frame, identical to the start-th frame of a full read.
+        count: at most this many frames; None reads to the end.
+        size: (width, height) to scale to; None keeps the displayed (rotated) size.
+
+    Arguments and the file are checked now; ffmpeg starts on the first `next()` and is killed
+    when the iterator is closed, garbage-collected or abandoned by an exception.
+    """
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(f"{path} has no video stream ({info.audio_codec} audio only)")
+    if start < 0 or (count is not None and count < 0):
+        raise MediaError(f"start and count must be >= 0, got start={start}, count={count}")
+    size = size or (info.width, info.height)  # always scale: fixes the byte layout of a frame
+    seek: list[str] = []
+    if fps and start / fps > SEEK_MARGIN_S and info.container.startswith("mov,mp4"):
+        # demux from the indexed keyframe before start; -copyts -start_at_zero keeps the
+        # timestamps of a full read, so the fps filter puts every later frame on the same tick.
+        # Other containers (e.g. MPEG-TS) seek approximately, so they decode from the beginning.
+        seek = ["-ss", f"{start / fps - SEEK_MARGIN_S:.6f}", "-copyts", "-start_at_zero"]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", *seek, "-i", str(info.path),
+           "-map", "0:V:0", "-vf", _video_filter(fps, start, size), "-fps_mode", "passthrough",
+           *(["-frames:v", str(count)] if count is not None else []),
+           "-sws_flags", SWS_FLAGS, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    return _stream(cmd, size) if count != 0 else (f for f in ())
+
+
+def _stream(cmd: list[str], size: tuple[int, int]) -> Iterator[np.ndarray]:
+    width, height = size
+    log.debug("stream %s", shlex.join(cmd))
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: chatty stderr cannot block
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            while True:
+                frame = np.empty((height, width, 3), np.uint8)
+                got = _read_into(proc.stdout, memoryview(frame).cast("B"))
+                if got == 0:
+                    break
+                if got < frame.nbytes:
+                    raise MediaError(f"ffmpeg stopped mid-frame: {shlex.join(cmd)}\n"
+                                     f"{_tail(_read_all(err))}")
+                yield frame
+            if proc.wait() != 0:
+                raise MediaError(f"ffmpeg failed while decoding: {shlex.join(cmd)}\n"
+                                 f"{_tail(_read_all(err))}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()  # reap: no zombie
+
+
+def _read_into(pipe: IO[bytes], buf: memoryview) -> int:
+    got = 0
+    while got < len(buf):
+        n = pipe.readinto(buf[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_all(f: IO[bytes]) -> bytes:
+    f.seek(0)
+    return f.read()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a still image (e.g. SyncTalk_2D `full_body_img/N.jpg`) as (H, W, 3) uint8 RGB."""
+    path = _existing(path)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MediaError(f"{path} is not an image OpenCV can read (expected jpg/png/bmp/webp)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# ------------------------------------------------------------------------------------- audio
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Decode the first audio track of any file to (N,) float32 mono in [-1, 1] at sample_rate.
+
+    Channels are averaged (rematrix_maxval=1); ffmpeg's plain `-ac 1` sums them at -3 dB, which
+    makes a centred stereo voice 1.4x louder and can clip.
+    """
+    info = probe(path)
+    if not info.has_audio:
+        raise MediaError(f"{path} has no audio track; record with sound or pass the audio "
+                         "separately (e.g. a .wav)")
+    out = run_ffmpeg(["-i", str(info.path), "-map", "0:a:0",
+                      "-af", f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1",
+                      "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]).stdout
+    if not out:
+        raise MediaError(f"{path} has an audio track with no samples — re-record the audio")
+    return np.clip(np.frombuffer(out, "<f4"), -1.0, 1.0).astype(np.float32)
+
+
+def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write (N,) float audio in [-1, 1] as a 16-bit PCM mono wav, atomically."""
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 1:
+        raise MediaError(f"save_wav expects mono (N,) audio, got shape {audio.shape}")
+    with files.atomic_path(path) as tmp:
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+class VideoWriter:
+    """Stream RGB frames into an H.264 mp4 (yuv420p, faststart), atomically.
+
+    The frame size is fixed by the first frame. Odd sizes are padded by one black row/column at
+    the bottom/right (yuv420p needs even sizes; padding keeps pixel coordinates unchanged).
+
+    Audio (a file, or a float32 array at sample_rate) is muxed as AAC in a second, copy-only
+    pass once the frame count is known, padded with silence or cut to exactly
+    frames_written / fps: the video length is the authority. (One pass with `apad -shortest`
+    overshot by up to 1 s in testing.) The file appears at `path` only after a successful close;
+    an exception in the `with` block or `abort()` kills ffmpeg and leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = 25,
+        crf: int = 18,
+        preset: str = "medium",
+        audio: str | os.PathLike | np.ndarray | None = None,
+        sample_rate: int = 16000,
+    ) -> None:
+        self.path = Path(path)
+        self.fps, self.crf, self.preset = fps, crf, preset
+        self.frames_written = 0
+        self._rate = _rate(fps)
+        self._audio = audio
+        self._sample_rate = sample_rate
+        if isinstance(audio, np.ndarray) and audio.ndim != 1:
+            raise MediaError(f"audio array must be mono (N,), got shape {audio.shape}")
+        if audio is not None and not isinstance(audio, np.ndarray):
+            info = probe(audio)
+            if not info.has_audio:
+                raise MediaError(f"{audio} has no audio track to mux into {self.path}")
+            self._sample_rate = info.audio_rate
+        self._shape: tuple[int, ...] | None = None
+        self._proc: subprocess.Popen | None = None
+        self._stack = contextlib.ExitStack()  # temp output, temp video and wav, stderr file
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _start(self, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        self._out = self._stack.enter_context(files.atomic_path(self.path))
+        self._video = self._out if self._audio is None else self._temp(self.path.parent, ".mp4")
+        self._stderr = self._stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
+               "-framerate", self._rate, "-i", "pipe:0"]
+        if width % 2 or height % 2:
+            log.info("padding %dx%d frames to even size for yuv420p", width, height)
+            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+        cmd += ["-sws_flags", SWS_FLAGS, "-c:v", "libx264", "-preset", self.preset, "-crf",
+                str(self.crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self._video)]
+        log.debug("encode %s", shlex.join(cmd))
+        self._cmd = cmd
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=self._stderr)
+
+    def _temp(self, folder: Path, suffix: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=folder)
+        os.close(fd)
+        self._stack.callback(Path(name).unlink, missing_ok=True)
+        return Path(name)
+
+    def _mux_audio(self) -> None:
+        audio = self._audio
+        if isinstance(audio, np.ndarray):  # system temp: never beside the output
+            audio, samples = self._temp(Path(tempfile.gettempdir()), ".wav"), audio
+            sf.write(audio, np.clip(samples.astype(np.float32), -1, 1), self._sample_rate,
+                     subtype="FLOAT")
+        end = round(self.frames_written / self.fps * self._sample_rate)
+        run_ffmpeg(["-i", str(self._video), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+                    "-c:v", "copy", "-af", f"apad,atrim=end_sample={end}", "-c:a", "aac",
+                    "-b:a", AAC_BITRATE, "-movflags", "+faststart", str(self._out)])
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise MediaError(f"frames must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+        if self._proc is None:
+            if self._shape is not None:
+                raise MediaError(f"{self.path} is already closed; open a new VideoWriter")
+            self._shape = frame.shape
+            self._start(frame)
+        elif frame.shape != self._shape:
+            raise MediaError(f"frame {self.frames_written} is {frame.shape}, but the first frame "
+                             f"fixed the size at {self._shape}; resize frames before writing")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
+        except (BrokenPipeError, ValueError, OSError):
+            raise self._failure("ffmpeg stopped accepting frames") from None
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        """Finish encoding (and mux the audio), then move the file into place."""
+        if self._proc is None:
+            self.abort()
+            state = "was already closed" if self._shape else "got no frames; nothing saved"
+            raise MediaError(f"VideoWriter for {self.path} {state}")
+        with contextlib.suppress(OSError):  # a dead ffmpeg is reported by its exit code
+            self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            raise self._failure("ffmpeg failed to finish the video")
+        self._proc = None
+        try:
+            if self._audio is not None:
+                self._mux_audio()
+        except BaseException:
+            self.abort()
+            raise
+        self._stack.close()  # renames the temp file onto path, deletes the other temp files
+        log.info("wrote %s (%d frames)", self.path, self.frames_written)
+        return self.path
+
+    def abort(self) -> None:
+        """Kill ffmpeg and delete the partial output."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+            self._proc = None
+        aborted = MediaError("aborted")  # an exception makes atomic_path discard the temp file
+        self._stack.__exit__(MediaError, aborted, None)
+
+    def _failure(self, what: str) -> MediaError:
+        tail = _tail(_read_all(self._stderr))
+        cmd = shlex.join(self._cmd)
+        self.abort()
+        return MediaError(f"{what} writing {self.path}: {cmd}\n{tail}")
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], **kw) -> Path:
+    """Write all `frames` with a VideoWriter (same keywords); returns the path."""
+    with VideoWriter(path, **kw) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
+
+
+__all__ = [
+    "MediaError",
+    "MediaInfo",
+    "VideoWriter",
+    "ffmpeg_exe",
+    "load_audio",
+    "probe",
+    "read_frames",
+    "read_image",
+    "run_ffmpeg",
+    "save_wav",
+    "write_video",
+]

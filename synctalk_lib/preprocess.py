@@ -1,0 +1,498 @@
+"""Preprocessing: a person's recording → everything training and inference need, cached.
+
+Input is `dataset/<name>/<name>.mp4` (any container, codec or frame rate; resampled to 25 fps)
+or an existing SyncTalk_2D folder (`full_body_img/` + `landmarks/` + `aud.wav`). Output, beside
+it (DESIGN.md §1):
+
+    aud.wav                16 kHz mono PCM
+    landmarks/N.lms        per-frame landmarks, readable by SyncTalk_2D-era tools
+    aud_mel.npy            (T, 80, 16) float32 mel window per video frame
+    cache/points.npy       (T, N, 2) float32 landmarks, missing frames filled from neighbours
+    cache/found.npy        (T,) bool, a face was detected in that frame
+    cache/boxes.npy        (T, 4) float32 smoothed square crop boxes (boxes_raw.npy unsmoothed)
+    cache/crops_328.npy    (T, 328, 328, 3) uint8 RGB crops (memory-mapped when read)
+    cache/mel.npy          (T_mel, 80) float32 mel spectrogram, 80 frames per second
+    cache/check.json       the recording check
+    cache/meta.json        source info, per-stage cache keys and timings, `complete`
+
+Each stage is keyed on its inputs and settings; re-running skips stages whose key is unchanged.
+Frames are streamed twice (landmarks, then crops) instead of held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import audio, crop, files, landmarks, media
+from .config import Config, get_config
+from .source import FrameSource, ImageFolderFrames, VideoFrames
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".flv")
+# bump when a stage's output format or algorithm changes, so old caches are recomputed
+PIPELINE_VERSION = 1
+
+
+class PreprocessError(RuntimeError):
+    """The input cannot be preprocessed; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """File layout of one person's dataset folder."""
+
+    folder: Path
+    name: str
+
+    @classmethod
+    def of(cls, name: str, root: str | Path = "dataset") -> DatasetPaths:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise PreprocessError(f"invalid dataset name {name!r}: use a plain folder name")
+        return cls(Path(root) / name, name)
+
+    @property
+    def aud_wav(self) -> Path:
+        return self.folder / "aud.wav"
+
+    @property
+    def landmarks_dir(self) -> Path:
+        return self.folder / "landmarks"
+
+    @property
+    def full_body_img(self) -> Path:
+        return self.folder / "full_body_img"
+
+    @property
+    def aud_mel(self) -> Path:
+        return self.folder / "aud_mel.npy"
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / "cache"
+
+    @property
+    def meta(self) -> Path:
+        return self.cache / "meta.json"
+
+    def cached(self, name: str) -> Path:
+        return self.cache / name
+
+    def find_video(self) -> Path | None:
+        for ext in VIDEO_EXTENSIONS:
+            for stem in (self.name, self.name.lower()):
+                candidate = self.folder / f"{stem}{ext}"
+                if candidate.is_file():
+                    return candidate
+        return None
+
+
+@dataclass
+class PreparedDataset:
+    """A preprocessed person: paths, metadata and loaders for the cached arrays."""
+
+    paths: DatasetPaths
+    meta: dict[str, Any]
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.meta["n_frames"])
+
+    @property
+    def config(self) -> Config:
+        """The settings the dataset was preprocessed with."""
+        return Config.from_dict(self.meta["config"])
+
+    @property
+    def scheme(self) -> landmarks.Scheme:
+        return landmarks.SCHEMES[self.meta["scheme"]]
+
+    def points(self) -> np.ndarray:
+        return np.load(self.paths.cached("points.npy"))
+
+    def found(self) -> np.ndarray:
+        return np.load(self.paths.cached("found.npy"))
+
+    def boxes(self) -> np.ndarray:
+        return np.load(self.paths.cached("boxes.npy"))
+
+    def crops(self) -> np.ndarray:
+        """(T, S, S, 3) uint8 RGB, memory-mapped: indexing reads only the frames asked for."""
+        return np.load(self.paths.cached(self.meta["crops_file"]), mmap_mode="r")
+
+    def mel_windows(self) -> np.ndarray:
+        return np.load(self.paths.aud_mel, mmap_mode="r")
+
+    def wav(self) -> np.ndarray:
+        return media.load_audio(self.paths.aud_wav, self.meta["sample_rate"])
+
+    def frames(self) -> FrameSource:
+        """The person's frames at the workbench fps, streamed from the source."""
+        src = self.meta["source"]
+        if src["kind"] == "video":
+            return VideoFrames.open(self.paths.folder / src["file"], self.meta["fps"])
+        return ImageFolderFrames.open(self.paths.full_body_img)
+
+    def check(self) -> dict[str, Any]:
+        return json.loads(self.paths.cached("check.json").read_text())
+
+
+def load_dataset(name: str, root: str | Path = "dataset") -> PreparedDataset:
+    """Open a preprocessed dataset; a clear error says how to preprocess it if it is not."""
+    paths = DatasetPaths.of(name, root)
+    if not paths.meta.is_file():
+        raise PreprocessError(
+            f"dataset {name!r} in {paths.folder} is not preprocessed; run "
+            f"`python -m synctalk_lib preprocess --name {name}` or notebooks/01_preprocess.ipynb"
+        )
+    meta = json.loads(paths.meta.read_text())
+    if not meta.get("complete"):
+        raise PreprocessError(
+            f"preprocessing of {name!r} did not finish; run it again (finished stages are kept)"
+        )
+    return PreparedDataset(paths, meta)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+def preprocess(
+    name: str,
+    root: str | Path = "dataset",
+    cfg: Config | None = None,
+    video: str | Path | None = None,
+    source: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+) -> PreparedDataset:
+    """Preprocess `dataset/<name>/` (see the module docstring for what is written).
+
+    Args:
+        name: the person's dataset name (folder under `root`).
+        video: a recording anywhere on disk; copied to `root/name/name.<ext>` first.
+        source: "auto" (the video if there is one, else `full_body_img/`), "video" or "frames".
+        force: recompute every stage even when its cache key matches.
+    """
+    cfg = cfg or get_config()
+    paths = DatasetPaths.of(name, root)
+    if video is not None:
+        _adopt_video(Path(video), paths)
+    if not paths.folder.is_dir():
+        raise PreprocessError(
+            f"no dataset folder {paths.folder}; put the recording at "
+            f"{paths.folder / (name + '.mp4')} or pass video=<path>"
+        )
+    frames, source_info, audio_path = _open_source(paths, source, cfg)
+    old = _read_meta(paths)
+    meta: dict[str, Any] = {
+        "name": name, "version": PIPELINE_VERSION, "fps": cfg.media.fps,
+        "sample_rate": cfg.media.sample_rate, "n_frames": len(frames),
+        "width": frames.width, "height": frames.height, "source": source_info,
+        "config": cfg.to_dict(), "stages": {}, "timings": {}, "complete": False,
+    }
+    stages: list[tuple[str, dict[str, Any], Callable[[], dict[str, Any]]]] = [
+        ("landmarks", {"src": source_info["digest"], "cfg": cfg.landmarks, "fps": cfg.media.fps},
+         lambda: _landmark_stage(frames, paths, cfg, progress)),
+        ("crops", {"cfg": cfg.crop},
+         lambda: _crop_stage(frames, paths, cfg, progress)),
+        ("audio", {"src": source_info["audio_digest"], "sr": cfg.media.sample_rate},
+         lambda: _audio_stage(audio_path, paths, cfg)),
+        ("mel", {"cfg": cfg.audio, "n": len(frames)},
+         lambda: _mel_stage(paths, cfg, len(frames))),
+        ("check", {"cfg": cfg.check},
+         lambda: _check_stage(paths, cfg, meta)),
+    ]
+    upstream = f"v{PIPELINE_VERSION}"
+    for stage, inputs, run in stages:
+        key = files.digest_of({"up": upstream, **inputs})
+        upstream = key  # a stage's key covers everything before it
+        done = old.get("stages", {}).get(stage)
+        if not force and done == key and stage in old.get("results", {}):
+            meta["stages"][stage] = key
+            meta.setdefault("results", {})[stage] = old["results"][stage]
+            meta["timings"][stage] = old.get("timings", {}).get(stage)
+            log.info("%s: cached (key %s)", stage, key)
+            continue
+        t0 = time.perf_counter()
+        result = run()
+        meta["timings"][stage] = round(time.perf_counter() - t0, 3)
+        meta["stages"][stage] = key
+        meta.setdefault("results", {})[stage] = result
+        files.save_json(paths.meta, meta)
+        log.info("%s: done in %.1f s", stage, meta["timings"][stage])
+    meta["scheme"] = meta["results"]["landmarks"]["scheme"]
+    meta["crops_file"] = meta["results"]["crops"]["file"]
+    meta["complete"] = True
+    files.save_json(paths.meta, meta)
+    return PreparedDataset(paths, meta)
+
+
+def _adopt_video(video: Path, paths: DatasetPaths) -> None:
+    """Copy a recording into the dataset folder under the name SyncTalk_2D users expect."""
+    if not video.is_file():
+        raise PreprocessError(f"no such video: {video}; check the path")
+    target = paths.folder / f"{paths.name}{video.suffix.lower()}"
+    if target.resolve() == video.resolve():
+        return
+    existing = paths.find_video()
+    if existing is not None:
+        if files.file_digest(existing) == files.file_digest(video):
+            return
+        raise PreprocessError(
+            f"{existing} already exists and differs from {video}; choose another name or "
+            "delete the old dataset folder"
+        )
+    with files.atomic_path(target) as tmp:
+        shutil.copyfile(video, tmp)
+
+
+def _open_source(
+    paths: DatasetPaths, source: str, cfg: Config
+) -> tuple[FrameSource, dict[str, Any], Path]:
+    """Validate the input and return (frames, description, audio file)."""
+    video = paths.find_video()
+    use_folder = source == "frames" or (source == "auto" and video is None)
+    if source not in ("auto", "video", "frames"):
+        raise PreprocessError(f"source must be 'auto', 'video' or 'frames', not {source!r}")
+    if use_folder:
+        if not paths.full_body_img.is_dir():
+            raise PreprocessError(
+                f"nothing to preprocess in {paths.folder}: expected {paths.name}.mp4 (or "
+                "another video format) or a SyncTalk_2D full_body_img/ folder"
+            )
+        frames: FrameSource = ImageFolderFrames.open(paths.full_body_img)
+        audio_path = paths.aud_wav if paths.aud_wav.is_file() else video
+        if audio_path is None:
+            raise PreprocessError(
+                f"{paths.full_body_img} has no audio beside it: add aud.wav (16 kHz) or the "
+                "original video to the folder"
+            )
+        digest = files.digest_of([(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                  for p in frames.files])
+        lms = sorted(paths.landmarks_dir.glob("*.lms")) if paths.landmarks_dir.is_dir() else []
+        info = {"kind": "frames", "file": "full_body_img", "digest": digest,
+                "landmark_files": len(lms)}
+    else:
+        if video is None:
+            raise PreprocessError(
+                f"no video in {paths.folder}: expected {paths.name}.mp4 (or .mov/.mkv/…)"
+            )
+        try:
+            minfo = media.probe(video)
+        except media.MediaError as exc:
+            raise PreprocessError(str(exc)) from exc
+        if not minfo.has_video:
+            raise PreprocessError(f"{video} has no video stream; give a recording of the face")
+        if not minfo.has_audio:
+            raise PreprocessError(
+                f"{video} has no audio track; lip-sync training needs the person's voice. "
+                "Record with sound, or mux it in: ffmpeg -i video -i voice.wav -c:v copy out.mp4"
+            )
+        try:
+            frames = VideoFrames.open(video, cfg.media.fps)
+        except media.MediaError as exc:
+            raise PreprocessError(str(exc)) from exc
+        audio_path = video
+        digest = files.file_digest(video)
+        info = {"kind": "video", "file": video.name, "digest": digest,
+                "duration": minfo.duration, "source_fps": minfo.fps,
+                "video_codec": minfo.video_codec, "audio_codec": minfo.audio_codec}
+    info["audio_digest"] = (info["digest"] if audio_path == video
+                            else files.file_digest(audio_path))
+    return frames, info, audio_path
+
+
+def _landmark_stage(
+    frames: FrameSource, paths: DatasetPaths, cfg: Config, progress: bool
+) -> dict[str, Any]:
+    """Detect (or read) landmarks for every frame, fill gaps, write `.lms` files."""
+    existing = _existing_lms(frames, paths)
+    if existing is not None:
+        points, scheme = existing
+        found = np.ones(len(frames), bool)
+    else:
+        points, found, scheme = _detect_all(frames, cfg, progress)
+    n = len(found)
+    n_found = int(found.sum())
+    if n_found == 0:
+        raise PreprocessError(
+            "no face found in any frame; the recording must show one face toward the camera "
+            "(check the video plays, is not black, and the face is not tiny or cut off)"
+        )
+    missing_share = 1 - n_found / n
+    if missing_share > cfg.landmarks.max_missing_fraction:
+        first = int(np.flatnonzero(~found)[0])
+        raise PreprocessError(
+            f"a face was found in only {n_found} of {n} frames ({100 * (1 - missing_share):.0f}%; "
+            f"the limit is {100 * (1 - cfg.landmarks.max_missing_fraction):.0f}%), first miss "
+            f"at {first / cfg.media.fps:.1f} s. Trim the video to the part where the face is "
+            "visible, or raise landmarks.max_missing_fraction"
+        )
+    points = _fill_missing(points, found)
+    if existing is None:
+        with files.atomic_dir(paths.landmarks_dir) as tmp:
+            for i in range(n):
+                landmarks.write_lms(tmp / f"{i}.lms", points[i], scheme)
+    files.save_npy(paths.cached("points.npy"), points)
+    files.save_npy(paths.cached("found.npy"), found)
+    if n_found < n:
+        log.warning("no face in %d of %d frames; filled from neighbouring frames", n - n_found, n)
+    return {"scheme": scheme.name, "frames_without_face": n - n_found,
+            "missing_ranges": _ranges(~found)[:50], "from_lms_files": existing is not None}
+
+
+def _existing_lms(
+    frames: FrameSource, paths: DatasetPaths
+) -> tuple[np.ndarray, landmarks.Scheme] | None:
+    """SyncTalk_2D folders come with landmarks: use them when there is one per frame."""
+    if not isinstance(frames, ImageFolderFrames) or not paths.landmarks_dir.is_dir():
+        return None
+    files_ = [paths.landmarks_dir / f"{i}.lms" for i in range(len(frames))]
+    if not all(f.is_file() for f in files_):
+        log.info("landmarks/ incomplete: detecting landmarks instead")
+        return None
+    read = [landmarks.read_lms(f) for f in files_]
+    scheme = read[0][1]
+    return np.stack([pts for pts, _ in read]).astype(np.float32), scheme
+
+
+def _detect_all(
+    frames: FrameSource, cfg: Config, progress: bool
+) -> tuple[np.ndarray, np.ndarray, landmarks.Scheme]:
+    detector = landmarks.make_detector(cfg.landmarks, video=True)
+    scheme = detector.scheme
+    n = len(frames)
+    points = np.full((n, scheme.n_points, 2), np.nan, np.float32)
+    found = np.zeros(n, bool)
+    try:
+        bar = tqdm(frames.iter_frames(), total=n, desc="landmarks", unit="frame",
+                   disable=not progress)
+        for i, frame in enumerate(bar):
+            if i >= n:
+                break
+            pts = detector(frame)
+            if pts is not None:
+                points[i], found[i] = pts, True
+    finally:
+        detector.close()
+    return points, found, scheme
+
+
+def _fill_missing(points: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linear interpolation over time between the nearest frames with a face."""
+    if found.all():
+        return points
+    t = np.arange(len(found))
+    good = np.flatnonzero(found)
+    flat = points.reshape(len(found), -1).copy()
+    for j in range(flat.shape[1]):
+        flat[~found, j] = np.interp(t[~found], good, flat[good, j])
+    return flat.reshape(points.shape)
+
+
+def _ranges(mask: np.ndarray) -> list[list[int]]:
+    """[[start, stop), …] runs of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _crop_stage(
+    frames: FrameSource, paths: DatasetPaths, cfg: Config, progress: bool
+) -> dict[str, Any]:
+    points = np.load(paths.cached("points.npy"))
+    scheme = landmarks.scheme_for(points.shape[1])
+    raw = crop.boxes_from_landmarks(points, scheme)
+    boxes = crop.smooth_boxes(raw, cfg.crop.smooth_frames)
+    n, size = len(boxes), cfg.crop.size
+    name = f"crops_{size}.npy"
+    with files.atomic_path(paths.cached(name)) as tmp:
+        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(n, size, size, 3))
+        bar = tqdm(frames.iter_frames(), total=n, desc="crops", unit="frame",
+                   disable=not progress)
+        count = 0
+        for i, frame in enumerate(bar):
+            if i >= n:
+                break
+            crops[i] = crop.crop_face(frame, boxes[i], size)
+            count += 1
+        crops.flush()
+        del crops
+        if count != n:
+            raise PreprocessError(f"the video gave {count} frames on the second pass, "
+                                  f"expected {n}; the file may be damaged or still being written")
+    files.save_npy(paths.cached("boxes_raw.npy"), raw)
+    files.save_npy(paths.cached("boxes.npy"), boxes)
+    side = boxes[:, 2] - boxes[:, 0]
+    jump = np.abs(np.diff(boxes, axis=0)).max(axis=1) / side[1:] if n > 1 else np.zeros(1)
+    return {"file": name, "median_box_px": float(np.median(side)),
+            "max_jump_fraction": float(jump.max())}
+
+
+def _audio_stage(audio_path: Path, paths: DatasetPaths, cfg: Config) -> dict[str, Any]:
+    try:
+        wav = media.load_audio(audio_path, cfg.media.sample_rate)
+    except media.MediaError as exc:
+        raise PreprocessError(str(exc)) from exc
+    if paths.aud_wav.resolve() != Path(audio_path).resolve():
+        media.save_wav(paths.aud_wav, wav, cfg.media.sample_rate)
+    return {"samples": len(wav), "seconds": len(wav) / cfg.media.sample_rate,
+            "peak": float(np.abs(wav).max()) if len(wav) else 0.0}
+
+
+def _mel_stage(paths: DatasetPaths, cfg: Config, n_frames: int) -> dict[str, Any]:
+    wav = media.load_audio(paths.aud_wav, cfg.media.sample_rate)
+    mel = audio.melspectrogram(wav, cfg.audio, cfg.media.sample_rate)
+    windows = audio.frame_mel_windows(mel, n_frames, cfg.audio, cfg.media)
+    files.save_npy(paths.cached("mel.npy"), mel)
+    files.save_npy(paths.aud_mel, windows)
+    audio_frames = audio.n_video_frames(len(wav), cfg.media)
+    if abs(audio_frames - n_frames) > 2:
+        log.warning("audio covers %d frames but the video has %d; features were clamped",
+                    audio_frames, n_frames)
+    return {"mel_frames": int(mel.shape[0]), "audio_frames": audio_frames}
+
+
+def _check_stage(paths: DatasetPaths, cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
+    report = run_check(paths, cfg, meta)
+    files.save_json(paths.cached("check.json"), report.to_dict())
+    return {"passed": report.passed,
+            "not_passed": [i.name for i in report.items if i.status != "pass"]}
+
+
+def run_check(paths: DatasetPaths, cfg: Config, meta: dict[str, Any]):
+    """The recording check on a (possibly partly) preprocessed dataset."""
+    from . import check
+
+    points = np.load(paths.cached("points.npy"))
+    src = meta["source"]
+    if src["kind"] == "video":
+        info = media.probe(paths.folder / src["file"])
+    else:  # a folder of frames: describe it as the 25 fps video it stands for
+        n, fps = meta["n_frames"], meta["fps"]
+        info = media.MediaInfo(
+            path=paths.full_body_img, duration=n / fps, has_video=True, has_audio=True,
+            width=meta["width"], height=meta["height"], fps=float(fps), video_codec="images",
+            audio_codec="pcm", audio_rate=meta["sample_rate"], audio_channels=1,
+        )
+    return check.check_recording(
+        info=info, wav=media.load_audio(paths.aud_wav, cfg.media.sample_rate), points=points,
+        found=np.load(paths.cached("found.npy")), scheme=landmarks.scheme_for(points.shape[1]),
+        boxes=np.load(paths.cached("boxes.npy")), cfg=cfg,
+    )
+
+
+def _read_meta(paths: DatasetPaths) -> dict[str, Any]:
+    try:
+        return json.loads(paths.meta.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic clips made on the fly (nothing downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_face_video
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()  # (512, 512, 3) uint8 RGB, a real face
+
+
+@pytest.fixture(scope="session")
+def face_video(tmp_path_factory, astronaut) -> Path:
+    """2 s of the astronaut drifting, with speech-like audio: dataset/face/face.mp4."""
+    root = tmp_path_factory.mktemp("datasets")
+    (root / "face").mkdir()
+    return write_face_video(root / "face" / "face.mp4", astronaut)

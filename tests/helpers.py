@@ -1,0 +1,53 @@
+"""Helpers for tests: synthetic talking-face clips and the optional shared sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_clip(name: str) -> Path:
+    """A clip from ../shared/data; the test is skipped on machines without it."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (sample data exists only on the project's machines)")
+    return path
+
+
+def moving_face_frames(image: np.ndarray, n: int, blank: set[int] = frozenset()):
+    """The photo drifting a few pixels, as a steady speaker does; `blank` frames are grey."""
+    import cv2
+
+    h, w = image.shape[:2]
+    for i in range(n):
+        if i in blank:
+            yield np.full_like(image, 128)
+            continue
+        dx, dy = 3 * np.sin(i / 9), 2 * np.cos(i / 13)
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        yield cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def speechlike_audio(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """Bursts of harmonic tone with pauses: loud and quiet stretches like speech."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    tone = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 700), 1))
+    envelope = (np.sin(2 * np.pi * 2.5 * t) > 0).astype(np.float32)
+    envelope[: int(0.5 * sr)] = 0
+    return (0.2 * tone * envelope + 0.002 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_face_video(path: Path, image: np.ndarray, n: int = 50, audio: bool = True,
+                     blank: set[int] = frozenset()) -> Path:
+    from synctalk_lib import media
+
+    sound = speechlike_audio(n / 25) if audio else None
+    with media.VideoWriter(path, fps=25, preset="ultrafast", audio=sound) as writer:
+        for frame in moving_face_frames(image, n, blank):
+            writer.write(frame)
+    return path

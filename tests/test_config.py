@@ -1,0 +1,28 @@
+import pytest
+
+from synctalk_lib.config import PRESETS, Config, get_config
+
+
+def test_every_preset_round_trips_through_dict():
+    for cfg in PRESETS.values():
+        assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_override_checks_types_and_keys():
+    cfg = get_config("cpu", {"crop.smooth_frames": "9", "audio.fmin": 50})
+    assert cfg.crop.smooth_frames == 9 and cfg.audio.fmin == 50.0
+    with pytest.raises(KeyError, match="valid keys"):
+        cfg.override({"crop.smoothness": 3})
+    with pytest.raises(TypeError, match="expects int"):
+        cfg.override({"crop.size": "big"})
+    with pytest.raises(TypeError):
+        cfg.override({"crop.size": True})
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(KeyError, match="hd328"):
+        get_config("huge")
+
+
+def test_inner_patch_is_320_for_328_crops():
+    assert get_config("hd328").crop.inner == 320

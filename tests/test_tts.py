@@ -1,0 +1,64 @@
+"""espeak-ng speech through ctypes: audio, phoneme timing, errors, repeatability."""
+
+import numpy as np
+import pytest
+
+from synctalk_lib import tts
+
+
+@pytest.fixture(scope="module")
+def hello() -> tts.Speech:
+    return tts.synthesize("Hello world")
+
+
+def test_hello_is_audible_float32_at_16k(hello):
+    assert hello.sample_rate == 16_000
+    assert hello.audio.dtype == np.float32 and hello.audio.ndim == 1
+    assert 0.5 < hello.duration < 3.0
+    assert np.sqrt(np.mean(hello.audio**2)) > 0.01
+    assert np.abs(hello.audio).max() <= 1.0
+
+
+def test_phoneme_times_increase_within_the_audio(hello):
+    times = [t for t, _ in hello.phonemes]
+    names = [name for _, name in hello.phonemes]
+    assert len(times) >= 6  # h @ l oU w 3: l d
+    assert np.all(np.diff(times) >= 0)
+    assert 0 <= times[0] and times[-1] <= hello.duration
+    assert "h" in names and "w" in names
+
+
+def test_sample_rate_is_honoured():
+    speech = tts.synthesize("Hello world", sample_rate=22_050)
+    assert speech.sample_rate == 22_050
+    assert 0.5 < len(speech.audio) / 22_050 < 3.0
+
+
+def test_same_text_gives_identical_samples(hello):
+    tts.synthesize("Something else in between, to move espeak's internal state.")
+    again = tts.synthesize("Hello world")
+    assert np.array_equal(again.audio, hello.audio)
+    assert again.phonemes == hello.phonemes
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_empty_text_is_refused(text):
+    with pytest.raises(ValueError, match="empty"):
+        tts.synthesize(text)
+
+
+def test_too_long_text_names_the_limit():
+    with pytest.raises(ValueError, match="limit of 100"):
+        tts.synthesize("word " * 50, max_chars=100)
+    with pytest.raises(ValueError, match=str(tts.MAX_CHARS)):
+        tts.synthesize("a" * (tts.MAX_CHARS + 1))
+
+
+def test_unknown_voice_lists_valid_ones():
+    with pytest.raises(ValueError, match="en-us"):
+        tts.synthesize("Hello", voice="no-such-voice")
+
+
+def test_voices_include_american_english():
+    voices = tts.list_voices()
+    assert "en-us" in voices and len(voices) > 20
