@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synctalk_lib import media, preprocess  # noqa: E402
-from synctalk_lib.config import get_config  # noqa: E402
+from synctalk_lib import media, preprocess
+from synctalk_lib.config import get_config
 
 
 def make_clip(path: Path, seconds: float) -> None:

@@ -37,9 +37,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     cfg = get_config(args.preset, overrides)
     ds = preprocess.preprocess(args.name, root=args.root, cfg=cfg, video=args.video,
                                source=args.source, force=args.force)
-    from . import check
-
-    print(check.report_text(ds.check()))
+    print(preprocess.run_check(ds.paths, ds.config, ds.meta).to_text())
     print(f"preprocessed {ds.n_frames} frames into {ds.paths.folder}")
 
 

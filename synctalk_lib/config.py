@@ -95,6 +95,69 @@ class CheckConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The U-Net 328 generator (DESIGN.md §3); `hd328` = SyncTalk_2D's `Model(6, mode)`."""
+
+    audio_mode: str = "ave"  # "ave" | "hubert" | "wenet": audio features at the bottleneck
+    channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # encoder widths, one per stride-2 stage
+    image_size: int = 320  # side of the patch the generator sees and makes (crop.inner or less)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Generator training (DESIGN.md §5). A sample is a window of consecutive frames sharing
+    one reference frame, so the sync loss (SyncNet sees `window` frames) and the temporal loss
+    (change between neighbours) can be computed on it."""
+
+    steps: int = 3000  # optimizer steps (epochs > 0 overrides)
+    epochs: int = 0  # passes over the training frames; 0 = use steps
+    batch_size: int = 8  # windows per step
+    window: int = 5  # consecutive frames per window; 1 turns sync and temporal losses off
+    lr: float = 1e-3
+    l1_weight: float = 1.0
+    perceptual_weight: float = 0.01  # VGG19 features when on disk, else MS-SSIM
+    sync_weight: float = 0.1  # SyncNet says "in sync" for generated mouths
+    sync_start: int = 0  # step from which the sync loss is on (let L1 shape the face first)
+    mouth_weight: float = 2.0  # extra L1 weight inside the mouth box: sharper teeth and lips
+    temporal_weight: float = 1.0  # generated frame-to-frame mouth change = real change
+    heldout_fraction: float = 0.1  # last part of the video, never trained on (evaluation)
+    val_fraction: float = 0.05  # block before the held-out tail, for validation loss
+    val_every: int = 200
+    save_every: int = 500
+    keep_last: int = 3  # rolling checkpoints kept besides best.pt
+    seed: int = 0
+    augment: bool = True  # colour jitter only: geometry must match the audio-free crops
+
+
+@dataclass(frozen=True)
+class SyncNetConfig:
+    """The lip-sync expert (DESIGN.md §5): a Wav2Lip-style SyncNet trained on the person's data.
+
+    Its audio encoder, trained here, is the `ave` feature extractor of the generator; with the
+    default `audio_channels` it has the layout of SyncTalk_2D's `audio_visual_encoder.pth`.
+    """
+
+    image_size: int = 64  # face input side (px): the inner crop patch resized to this
+    n_frames: int = 5  # consecutive frames stacked as 3 * n_frames channels = one mel window
+    face_channels: tuple[int, ...] = (32, 64, 128, 256)  # face encoder widths, one per stride 2
+    face_res_blocks: int = 1  # residual conv blocks after each face encoder down-sampling
+    audio_channels: tuple[int, ...] = (32, 64, 128, 256)  # (32, 64, 128, 256) = SyncTalk_2D AVE
+    batch_size: int = 32  # pairs per step, half in sync and half off
+    lr: float = 5e-4
+    steps: int = 600
+    eval_every: int = 50  # held-out accuracy and loss every this many steps
+    val_fraction: float = 0.1  # contiguous block before the held-out tail, for validation
+    val_pairs: int = 512  # at most this many validation pairs (evenly spread, half in sync)
+    min_shift: int = 3  # off-sync audio is at least this many frames away (< 3 looks in sync)
+    max_shift: int = 15  # shifted negatives come from within this many frames
+    far_negative_share: float = 0.3  # share of negatives with audio from elsewhere in the clip
+    silence_fraction: float = 0.2  # window is silent below floor + this * (speech - floor) level
+    brightness_jitter: float = 0.1  # +- added to faces in [0, 1] (training only)
+    contrast_jitter: float = 0.15  # faces scaled by 1 +- this around their mean (training only)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; `PRESETS` holds named variants."""
 
@@ -104,9 +167,16 @@ class Config:
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    syncnet: SyncNetConfig = field(default_factory=SyncNetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """{"crop.size": 328, …}: every field by its dotted override key."""
+        return _flatten(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -161,6 +231,15 @@ def _replace_path(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
 def _coerce(value: Any, current: Any, key: str) -> Any:
     """Accept a value of the default's type; ints widen to floats, strings from the CLI parse."""
     kind = type(current)
+    if kind is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"config key {key!r} expects a sequence, got {value!r}")
+        elem = type(current[0]) if current else str
+        try:
+            return tuple(elem(v) for v in items)
+        except ValueError as exc:
+            raise TypeError(f"config key {key!r} expects {elem.__name__} items") from exc
     if isinstance(value, str) and kind is not str:
         try:
             value = {"true": True, "false": False}[value.lower()] if kind is bool else kind(value)
@@ -181,10 +260,15 @@ def _preset(name: str, **changes: Any) -> Config:
 
 PRESETS: dict[str, Config] = {
     # CPU demo: the default; preprocessing is the same for every preset (one cache serves all)
-    "cpu": _preset("cpu"),
+    # model: quarter widths at 160 px, 41x fewer FLOPs than hd328 (0.24 vs 9.77 GFLOP/frame)
+    "cpu": _preset("cpu", **{"model.channels": (8, 16, 32, 64, 128), "model.image_size": 160}),
     # unit tests: shortest smoothing so short synthetic clips behave like long ones
-    "tiny": _preset("tiny", **{"crop.smooth_frames": 3, "media.x264_preset": "ultrafast"}),
-    # SyncTalk_2D parity
+    # model: cpu widths at 64 px (bottleneck 2x2), milliseconds per step
+    "tiny": _preset("tiny", **{
+        "crop.smooth_frames": 3, "media.x264_preset": "ultrafast",
+        "model.channels": (8, 16, 32, 64, 128), "model.image_size": 64,
+    }),
+    # SyncTalk_2D parity; model: the ModelConfig defaults = unet_328 Model(6, mode), a GPU job
     "hd328": _preset("hd328"),
 }
 
@@ -194,15 +278,3 @@ def get_config(preset: str = "cpu", overrides: dict[str, Any] | None = None) -> 
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[preset].override(overrides or {})
-
-
-__all__ = [
-    "PRESETS",
-    "AudioConfig",
-    "CheckConfig",
-    "Config",
-    "CropConfig",
-    "LandmarkConfig",
-    "MediaConfig",
-    "get_config",
-]

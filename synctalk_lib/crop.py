@@ -101,16 +101,19 @@ def with_inner(crop: np.ndarray, patch: np.ndarray, cfg: CropConfig) -> np.ndarr
     return out
 
 
-def mask_rect(cfg: CropConfig) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the black rectangle in inner-patch pixels (5, 5, 315, 310 at 320)."""
-    n = cfg.inner
+def mask_rect(cfg: CropConfig, size: int | None = None) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the black rectangle in pixels of a `size` patch (default: inner).
+
+    (5, 5, 315, 310) at 320, as SyncTalk_2D; scaled for smaller model patches.
+    """
+    n = size or cfg.inner
     return (round(cfg.mask_x0 * n), round(cfg.mask_y0 * n),
             round(cfg.mask_x1 * n), round(cfg.mask_y1 * n))
 
 
 def mask_lower_face(patch: np.ndarray, cfg: CropConfig) -> np.ndarray:
     """The generator's second input: the inner patch with the mouth area blacked out."""
-    x0, y0, x1, y1 = mask_rect(cfg)
+    x0, y0, x1, y1 = mask_rect(cfg, patch.shape[0])
     out = patch.copy()
     out[y0:y1, x0:x1] = 0
     return out

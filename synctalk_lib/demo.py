@@ -6,10 +6,12 @@ the voice is espeak-ng (`tts`). Recipe (DESIGN.md §11):
 1. Face Mesh landmarks on the still photo (`landmarks.detect_image`).
 2. A piecewise-affine warp over a triangulation of those points plus fixed anchors: the lower
    lip, chin and lower jaw contour move down by `opening x JAW_DROP x face width`, while upper
-   lip, nose, eyes, a ring of anchors 1.25 face widths out and a band under the jaw stay put,
-   so the collar and background never move. The warp is linear in `opening`, so backward maps
-   are computed once for a few levels and blended per frame (`cv2.remap` on the face region
-   only): rendering costs ~2 ms a frame.
+   lip, nose, eyes and a ring of anchors 1.25 face widths out stay put; the rest of the lower
+   face follows smoothly (harmonic interpolation on the mesh, so no triangle folds). Only the
+   face layer moves: the chin slides over the neck, the collar and background never move. The
+   warp is linear in `opening`, so backward maps are computed once for a few levels and
+   blended per frame (`cv2.remap` on the face region only, not skimage's slow
+   PiecewiseAffineTransform): a frame renders in ~1.5 ms.
 3. A soft-edged, shaded mouth cavity opens between the upper teeth (the photo's own smile) and
    the moving lower lip; blinks paint a skin-coloured upper lid with a lash line.
 4. `opening` per frame comes from espeak's phoneme events mapped to visemes, smoothed with a
@@ -21,6 +23,7 @@ Everything is deterministic for a given seed (sentences, pauses, blinks, head mo
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -38,10 +41,11 @@ from . import files, tts
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 1  # bump when the output changes, so cached demos are rebuilt
+DEMO_VERSION = 2  # bump when the output changes, so cached demos are rebuilt
 FPS = 25
 SAMPLE_RATE = 16_000
 HELDOUT_SECONDS = 18.0
+HELDOUT_LEAD_S = 2.0  # at most this much silence at each end of the held-out audio
 WPM = 155
 PAUSE_RANGE = (0.3, 0.8)  # seconds of silence between sentences
 
@@ -52,30 +56,37 @@ UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
 UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
 LOWER_OUTER_LIP = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-MOUTH_CORNERS = [61, 291, 78, 308]
 # face oval from one ear down round the chin to the other
 LOWER_JAW = [234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
              377, 400, 378, 379, 365, 397, 288, 361, 323, 454]
 # eyes: upper lid and lower lid, each from corner to corner
 EYES = [
     {"upper": [33, 246, 161, 160, 159, 158, 157, 173, 133],
-         "lower": [33, 7, 163, 144, 145, 153, 154, 155, 133]},
+     "lower": [33, 7, 163, 144, 145, 153, 154, 155, 133]},
     {"upper": [362, 398, 384, 385, 386, 387, 388, 466, 263],
-         "lower": [362, 382, 381, 380, 374, 373, 390, 249, 263]},
+     "lower": [362, 382, 381, 380, 374, 373, 390, 249, 263]},
 ]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
+             400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
+             103, 67, 109]
 FACE_LEFT, FACE_RIGHT, NOSE_BRIDGE = 234, 454, 195  # crop anchors (DESIGN.md §10)
 
 JAW_DROP = 0.10  # lower-lip travel at opening 1, as a fraction of face width
 CORNER_DROP = 0.3  # mouth corners travel this share of the lower lip's drop
 JAW_SIDE_DROP = 0.3  # jaw contour at the cheeks travels this share (the jaw hinges near the ear)
-JAW_BAND = 0.20  # fixed anchors this far (face widths) outside the jaw: chin moves over the neck
+JAW_RAMP = 0.15  # face widths below the mouth-corner line where the jaw contour drops fully
+ABOVE_MOUTH_PX = 1.5  # vertices this far above the mouth-corner line are pinned (skull)
+JAW_BAND = 0.20  # fixed anchors this far (face widths) outside the jaw keep the warp local
+FACE_GROW = 2  # px the face layer extends beyond the Face Mesh oval (it sits on the jaw edge)
 RING_RADIUS = 1.25  # fixed anchor ring around the face, in face widths
 RING_POINTS = 32
 TEETH_EDGE = 1.0  # px: the cavity opens this far above the lower inner lip (bottom of teeth)
+CORNER_ZONE = (0.55, 0.95)  # |x| / half mouth width where the cavity climbs to the upper lip
 LID_SKIN_ROWS = (4, 7)  # lid colour is sampled this many px above the upper lid, per column
-LID_COVER = 2.5  # px the painted lid reaches above the upper lid, hiding the photo's lash line
-LASH_WIDTH = 1.0  # px, dark line along the closing lid's edge
-LASH_ALPHA = 0.55
+LID_COVER = 1.5  # px the painted lid reaches above the upper lid, hiding the photo's lash line
+LID_SHADE = 0.86  # a lid sits in the brow's shadow: a bit darker than the skin sampled above
+LASH_WIDTH = 1.6  # px, dark line along the closing lid's edge
+LASH_ALPHA = 0.8
 LASH = np.array([52, 36, 30], np.float32)
 WARP_LEVELS = 17  # precomputed backward maps per warp, blended linearly between levels
 
@@ -110,7 +121,7 @@ class TalkingFace:
         self.center = self.points[LOWER_JAW].mean(axis=0)
 
         src, jaw = self._mesh()
-        self._mouth = _WarpLevels(src, jaw, self.image.shape[:2])
+        self._mouth = _WarpLevels(src, jaw, self._face_layer())
         self._src, self._jaw = src, jaw
         self._lids = [_Eyelid(image, self.points, eye) for eye in EYES]
         log.debug("face width %.1f px; mouth warp region %s", self.face_width, self._mouth.box)
@@ -139,6 +150,19 @@ class TalkingFace:
 
     # ------------------------------------------------------------------ mesh construction
 
+    def _face_layer(self) -> np.ndarray:
+        """(H, W) float32 mask of the face (oval, grown by FACE_GROW px, soft edge).
+
+        Only the face moves with the jaw: the neck and collar below it stay where they are and
+        the dropping chin covers them, as a real chin does.
+        """
+        mask = np.zeros(self.image.shape[:2], np.uint8)
+        polygon = np.round(self.points[FACE_OVAL] * 16).astype(np.int32)  # 4 fractional bits
+        cv2.fillPoly(mask, [polygon], 255, lineType=cv2.LINE_AA, shift=4)
+        size = 2 * FACE_GROW + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+        return mask.astype(np.float32) / 255.0
+
     def _mesh(self) -> tuple[np.ndarray, np.ndarray]:
         """Source vertices and their displacement at opening 1: (N, 2) and (N, 2) pixels."""
         p = self.points
@@ -157,7 +181,8 @@ class TalkingFace:
         upper_y = np.interp(teeth[:, 0], p[UPPER_INNER_LIP, 0], p[UPPER_INNER_LIP, 1])
         self._teeth_to_lip = np.maximum(teeth[:, 1] - upper_y, 0)
         u = np.abs(2 * teeth[:, 0] - p[78, 0] - p[308, 0]) / (p[308, 0] - p[78, 0])
-        self._corner_weight = np.clip((u - 0.55) / 0.4, 0, 1) ** 2
+        zone0, zone1 = CORNER_ZONE
+        self._corner_weight = np.clip((u - zone0) / (zone1 - zone0), 0, 1) ** 2
 
         # Jaw: pin what must move and what must stay, let the rest of the lower face follow
         # smoothly (harmonic interpolation over the mesh, solved below). The lower lip drops
@@ -165,7 +190,7 @@ class TalkingFace:
         # chin and JAW_SIDE_DROP at the cheeks (the mandible hinges near the ears).
         pinned = np.zeros(n, bool)
         corner_line = np.interp(p[:, 0], p[[61, 291], 0], p[[61, 291], 1])
-        pinned |= p[:, 1] < corner_line - 1.5  # nose, cheeks and everything above the mouth
+        pinned |= p[:, 1] < corner_line - ABOVE_MOUTH_PX  # nose, cheeks, all above the mouth
         pinned[UPPER_INNER_LIP + UPPER_OUTER_LIP] = True
         # the whole lower lip (its inner and outer rims and the rows between) moves by a
         # profile of x alone, so its columns stay rigid and no lip triangle can fold
@@ -181,7 +206,7 @@ class TalkingFace:
         pinned |= lower_lip
         contour = [i for i in LOWER_JAW if p[i, 1] > corner_line[i]]
         side = np.clip(np.abs(p[contour, 0] - self.center[0]) / (0.5 * fw), 0, 1)
-        low = np.clip((p[contour, 1] - corner_line[contour]) / (0.15 * fw), 0, 1)
+        low = np.clip((p[contour, 1] - corner_line[contour]) / (JAW_RAMP * fw), 0, 1)
         jaw[contour, 1] = drop * low * (JAW_SIDE_DROP + (1 - JAW_SIDE_DROP) * np.sqrt(1 - side**2))
         pinned[contour] = True
 
@@ -261,9 +286,9 @@ class TalkingFace:
         tongue = (np.clip((depth - 0.55) / 0.45, 0, 1) * (1 - u**2) * opening)[..., None]
         colour = colour + (CAVITY_TONGUE - colour) * 0.7 * tongue
         # the lower teeth peek above the lower lip near the middle
-        teeth = np.clip(1 - (b - ys) / 1.5, 0, 1) * np.clip(b - ys + 0.5, 0, 1)
-        teeth = (teeth * np.clip(1 - u / 0.55, 0, 1) * 0.35 * opening)[..., None]
-        colour = colour + (LOWER_TEETH - colour) * teeth
+        lower_teeth = np.clip(1 - (b - ys) / 1.5, 0, 1) * np.clip(b - ys + 0.5, 0, 1)
+        lower_teeth = (lower_teeth * np.clip(1 - u / 0.55, 0, 1) * 0.35 * opening)[..., None]
+        colour = colour + (LOWER_TEETH - colour) * lower_teeth
         colour = colour * (1 - 0.45 * u**2)[..., None]  # corners are in shadow
         region = frame[y0:y1, x0:x1].astype(np.float32)
         a = alpha[..., None]
@@ -273,9 +298,9 @@ class TalkingFace:
 class _Eyelid:
     """Draws one upper eyelid closing over the eye.
 
-    A warp of the lid would smear the lashes into a dark band; a real lid is skin sliding
-    down with the lash line at its edge, so we paint that: per column, skin sampled just above
-    the lid (keeps the photo's own tones), a soft lash line at the moving edge.
+    A warp of the lid smears the lashes into a dark band (tried); a real lid is skin sliding
+    down with the lash line at its edge, so we paint that: per column, skin sampled above and
+    below the eye (keeps the photo's own tones, no seam), a soft lash line at the moving edge.
     """
 
     def __init__(self, image: np.ndarray, points: np.ndarray, eye: dict[str, list[int]]):
@@ -286,13 +311,20 @@ class _Eyelid:
         self.upper = np.interp(self.xs, *_sorted_curve(up)).astype(np.float32)
         self.lower = np.interp(self.xs, *_sorted_curve(low)).astype(np.float32)
         self.lower = np.maximum(self.lower, self.upper)
-        rows = [np.clip(np.round(self.upper - k).astype(int), 0, image.shape[0] - 1)
-                for k in range(LID_SKIN_ROWS[0], LID_SKIN_ROWS[1] + 1)]
         cols = np.clip(self.xs.astype(int), 0, image.shape[1] - 1)
-        skin = np.mean([image[r, cols] for r in rows], axis=0).astype(np.float32)  # (W, 3)
-        # smooth along the lid: single columns carry noise and bits of lashes
-        self.skin = cv2.GaussianBlur(skin[None], (0, 0), sigmaX=2.0,
-                                     borderType=cv2.BORDER_REPLICATE)[0]
+
+        def skin_along(curve: np.ndarray, offsets: range) -> np.ndarray:
+            rows = [np.clip(np.round(curve + k).astype(int), 0, image.shape[0] - 1)
+                    for k in offsets]
+            skin = np.mean([image[r, cols] for r in rows], axis=0).astype(np.float32)
+            # smooth along the lid: single columns carry noise and bits of lashes
+            return cv2.GaussianBlur(skin[None], (0, 0), sigmaX=2.0,
+                                    borderType=cv2.BORDER_REPLICATE)[0]  # (W, 3)
+
+        # the closed lid shades from the skin above the eye to the skin below it, so it
+        # joins both without a seam
+        self.skin_top = skin_along(self.upper, range(-LID_SKIN_ROWS[1], -LID_SKIN_ROWS[0] + 1))
+        self.skin_bottom = skin_along(self.lower, range(2, 5))
         self.y0 = int(np.floor(self.upper.min() - LID_COVER - 2))
         self.y1 = int(np.ceil(self.lower.max() + LASH_WIDTH + 1))
         self.x0, self.x1 = x0, x1
@@ -306,8 +338,10 @@ class _Eyelid:
         lid = np.clip((ys + 1.0 - top) / 2.0, 0, 1) * np.clip(edge - ys + 0.5, 0, 1)
         lash = np.clip(1 - np.abs(ys - (edge - 0.5 * LASH_WIDTH)) / LASH_WIDTH, 0, 1)
         strength = min(blink / 0.15, 1.0)  # fades in: at blink 0 the frame is the photo
-        depth = np.clip((ys - top) / np.maximum(edge - top, 1e-3), 0, 1)
-        skin = self.skin[None] * (1.03 - 0.08 * depth[..., None])  # lid darkens towards the lashes
+        # position on the fully closed lid (fixed per pixel, so the lid slides, not stretches)
+        depth = np.clip((ys - top) / np.maximum(self.lower - top, 1e-3), 0, 1)[..., None]
+        skin = self.skin_top[None] + (self.skin_bottom - self.skin_top)[None] * depth
+        skin = skin * LID_SHADE
         region = frame[self.y0:self.y1, self.x0:self.x1].astype(np.float32)
         a = (lid * strength)[..., None]
         out = region * (1 - a) + skin * a
@@ -329,8 +363,15 @@ class _WarpLevels:
     linearly between neighbouring levels at render time, which is what makes 1500 frames fast.
     """
 
-    def __init__(self, src: np.ndarray, disp: np.ndarray, shape: tuple[int, int]):
-        height, width = shape
+    def __init__(self, src: np.ndarray, disp: np.ndarray, layer: np.ndarray):
+        """
+        Args:
+            src, disp: (N, 2) vertices and their displacement at amount 1, pixels.
+            layer: (H, W) float32 in [0, 1], where the moving layer is in the source image;
+                elsewhere the image stays put and the layer slides over it (chin over collar).
+        """
+        height, width = layer.shape
+        self._layer = layer
         triangles = Delaunay(src).simplices
         moving = np.abs(disp).sum(axis=1) > 1e-6
         touched = triangles[moving[triangles].any(axis=1)]
@@ -362,8 +403,10 @@ class _WarpLevels:
         # remap from the whole image: maps point outside the box near its edges
         warped = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT_101)
-        moved = np.abs(disp).sum(axis=-1) > 1e-4
-        out[y0:y1, x0:x1][moved] = warped[moved]
+        alpha = cv2.remap(self._layer, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT)[..., None]
+        behind = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = (behind + (warped - behind) * alpha + 0.5).astype(np.uint8)
 
 
 def _harmonic(src: np.ndarray, values: np.ndarray, pinned: np.ndarray) -> np.ndarray:
@@ -466,15 +509,9 @@ def viseme_opening(phoneme: str) -> float:
     name = phoneme.lstrip("',")
     if not name or name.startswith("_"):
         return _PAUSE
-    stressed = phoneme.startswith("'")
-    if name in _VISEMES:
-        value = _VISEMES[name]
-    elif name[0] in _VOWEL_CLASSES and (stressed or name[0] in "aAVO0E3@"):
-        value = _VOWEL_CLASSES[name[0]]
-    else:
-        return _CONSONANT
-    is_vowel = name[0] in _VOWEL_CLASSES and name not in ("h", "l", "r", "j", "w")
-    return value if stressed or not is_vowel else value * _UNSTRESSED
+    vowel = name[0] in _VOWEL_CLASSES  # espeak's consonant names never start with these
+    value = _VISEMES.get(name, _VOWEL_CLASSES.get(name[0], _CONSONANT))
+    return value * _UNSTRESSED if vowel and not phoneme.startswith("'") else value
 
 
 def opening_track(phonemes: list[tuple[float, str]], audio: np.ndarray, sample_rate: int,
@@ -649,92 +686,119 @@ class DemoPaths:
                                         self.heldout_mouth_open, self.meta))
 
 
+@dataclass(frozen=True)
+class DemoPlan:
+    """Everything random about a demo, drawn from one seed, before any frame is drawn.
+
+    opening, blink: (n_frames,) float32 in [0, 1]; motion: (n_frames, 3) float32 (dx px, dy px,
+    roll deg); heldout_opening: (n heldout frames,) float32, 25 per second of heldout audio.
+    """
+
+    script: Script
+    opening: np.ndarray
+    blink: np.ndarray
+    motion: np.ndarray
+    heldout: Script
+    heldout_opening: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.opening)
+
+
+def plan_demo(seconds: float = 60.0, seed: int = 0, lead_silence: float = 3.0) -> DemoPlan:
+    """Speech, mouth, blinks and head motion of a demo; deterministic for a seed."""
+    if seconds <= 0 or lead_silence < 0:
+        raise ValueError(f"need seconds > 0 and lead_silence >= 0, got {seconds}, {lead_silence}")
+    speech_rng, heldout_rng, blink_rng, motion_rng = np.random.default_rng(seed).spawn(4)
+    n_frames = round(seconds * FPS)
+    script = speak_script(SENTENCES, n_frames / FPS, lead_silence, speech_rng)
+    heldout_lead = min(lead_silence, HELDOUT_LEAD_S)
+    heldout = speak_script(HELDOUT_SENTENCES, HELDOUT_SECONDS, heldout_lead, heldout_rng)
+    return DemoPlan(
+        script=script,
+        opening=opening_track(script.phonemes, script.audio, SAMPLE_RATE, n_frames),
+        blink=blink_track(n_frames, blink_rng),
+        motion=head_motion(n_frames, motion_rng),
+        heldout=heldout,
+        heldout_opening=opening_track(heldout.phonemes, heldout.audio, SAMPLE_RATE,
+                                      round(HELDOUT_SECONDS * FPS)),
+    )
+
+
 def make_demo(root: str | Path = "dataset", name: str = "demo", seconds: float = 60.0,
               seed: int = 0, lead_silence: float = 3.0, overwrite: bool = False) -> DemoPaths:
     """Write a talking-head dataset of the astronaut photo speaking espeak-ng sentences.
 
-    Writes `root/name/name.mp4` (512x512, 25 fps, H.264 + AAC), `heldout.wav` (different
-    sentences, HELDOUT_SECONDS long), their per-frame ground-truth mouth openings
-    (`mouth_open.npy`, `heldout_mouth_open.npy`) and `demo.json`. A demo with the same
-    parameters already on disk is reused unless `overwrite`. ~30 s for the 60 s default on
-    2 CPU cores (most of it x264).
+    Writes `root/name/name.mp4` (512x512, 25 fps, H.264 + AAC, `lead_silence` seconds of
+    silence at both ends), `heldout.wav` (other sentences, HELDOUT_SECONDS long, 16 kHz),
+    their per-frame ground-truth mouth openings (`mouth_open.npy`, `heldout_mouth_open.npy`,
+    float32 in [0, 1]) and `demo.json` (parameters, sentences, face box). A demo with the same
+    parameters already on disk is reused unless `overwrite`. The 60 s default takes ~35 s on
+    2 CPU cores, most of it in x264.
     """
-    if seconds <= 0 or lead_silence < 0:
-        raise ValueError(f"need seconds > 0 and lead_silence >= 0, got {seconds}, {lead_silence}")
+    from . import media  # ffmpeg is only needed here, not for plans or single frames
+
     paths = DemoPaths.at(Path(root) / name, name)
     params = {"version": DEMO_VERSION, "seconds": float(seconds), "seed": int(seed),
-                  "lead_silence": float(lead_silence), "fps": FPS, "sample_rate": SAMPLE_RATE}
+              "lead_silence": float(lead_silence), "fps": FPS, "sample_rate": SAMPLE_RATE}
     if not overwrite and paths.all_exist():
-        try:
-            old = _read_json(paths.meta).get("params")
-        except ValueError:
-            old = None
+        old = _read_json(paths.meta).get("params")
         if old == params:
             log.info("demo %s exists with the same parameters; reusing it", paths.folder)
             return paths
-        log.info("demo %s has other parameters (%s); rebuilding", paths.folder, old)
+        log.info("demo %s was made with %s; rebuilding it with %s", paths.folder, old, params)
     started = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    n_frames = round(seconds * FPS)
-    speech_rng, heldout_rng, blink_rng, motion_rng = rng.spawn(4)
-
-    log.info("speaking %.0f s of sentences with espeak-ng", seconds)
-    script = speak_script(SENTENCES, n_frames / FPS, lead_silence, speech_rng)
-    opening = opening_track(script.phonemes, script.audio, SAMPLE_RATE, n_frames)
-    blinks = blink_track(n_frames, blink_rng)
-    motion = head_motion(n_frames, motion_rng)
-
+    log.info("planning a %.0f s demo (seed %d): speech by espeak-ng", seconds, seed)
+    plan = plan_demo(seconds, seed, lead_silence)
     face = TalkingFace.from_photo()
     paths.folder.mkdir(parents=True, exist_ok=True)
     paths.meta.unlink(missing_ok=True)  # written last: its presence marks a complete demo
-    from . import media
 
-    with media.VideoWriter(paths.video, fps=FPS, crf=18, preset="medium", audio=script.audio,
-                           sample_rate=SAMPLE_RATE) as writer:
-        for i in tqdm(range(n_frames), desc="demo frames", unit="frame"):
-            dx, dy, angle = motion[i]
-            writer.write(face.render(opening[i], blinks[i], dx, dy, angle))
-    files.save_npy(paths.mouth_open, opening)
-
-    heldout_lead = min(lead_silence, 2.0)
-    heldout = speak_script(HELDOUT_SENTENCES, HELDOUT_SECONDS, heldout_lead, heldout_rng)
-    n_heldout = round(HELDOUT_SECONDS * FPS)
-    media.save_wav(paths.heldout_wav, heldout.audio, SAMPLE_RATE)
-    files.save_npy(paths.heldout_mouth_open,
-                   opening_track(heldout.phonemes, heldout.audio, SAMPLE_RATE, n_heldout))
-
+    with media.VideoWriter(paths.video, fps=FPS, crf=18, preset="medium",
+                           audio=plan.script.audio, sample_rate=SAMPLE_RATE) as writer:
+        for i in tqdm(range(plan.n_frames), desc="demo frames", unit="frame"):
+            dx, dy, angle = plan.motion[i]
+            writer.write(face.render(plan.opening[i], plan.blink[i], dx, dy, angle))
+    files.save_npy(paths.mouth_open, plan.opening)
+    media.save_wav(paths.heldout_wav, plan.heldout.audio, SAMPLE_RATE)
+    files.save_npy(paths.heldout_mouth_open, plan.heldout_opening)
     files.save_json(paths.meta, {
         "params": params, "photo": "skimage.data.astronaut", "voice": "espeak-ng en-us",
-        "wpm": WPM, "frames": n_frames, "face_box": list(face.face_box),
+        "wpm": WPM, "frames": plan.n_frames, "face_box": list(face.face_box),
         "face_width": round(face.face_width, 2),
-        "sentences": script.sentences, "sentence_starts": script.starts,
-        "heldout_sentences": heldout.sentences, "heldout_starts": heldout.starts,
-        "heldout_lead_silence": heldout_lead,
+        "sentences": plan.script.sentences, "sentence_starts": plan.script.starts,
+        "heldout_sentences": plan.heldout.sentences, "heldout_starts": plan.heldout.starts,
+        "heldout_frames": len(plan.heldout_opening),
+        "heldout_lead_silence": min(lead_silence, HELDOUT_LEAD_S),
     })
     log.info("demo written to %s in %.1f s (%d frames, %d sentences)", paths.folder,
-             time.perf_counter() - started, n_frames, len(script.sentences))
+             time.perf_counter() - started, plan.n_frames, len(plan.script.sentences))
     return paths
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
+    """The demo's metadata, or {} if unreadable (then the demo is simply rebuilt)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable {path}: {exc}") from exc
+        log.warning("cannot read %s (%s); rebuilding the demo", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 __all__ = [
     "HELDOUT_SENTENCES",
     "SENTENCES",
     "DemoPaths",
+    "DemoPlan",
     "Script",
     "TalkingFace",
     "blink_track",
     "head_motion",
     "make_demo",
     "opening_track",
+    "plan_demo",
     "speak_script",
     "viseme_opening",
 ]

@@ -464,7 +464,7 @@ def _mel_stage(paths: DatasetPaths, cfg: Config, n_frames: int) -> dict[str, Any
 
 def _check_stage(paths: DatasetPaths, cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
     report = run_check(paths, cfg, meta)
-    files.save_json(paths.cached("check.json"), report.to_dict())
+    files.save_json(paths.cached("check.json"), report.to_dict(series=False))
     return {"passed": report.passed,
             "not_passed": [i.name for i in report.items if i.status != "pass"]}
 

@@ -1,0 +1,153 @@
+"""Training data from a preprocessed person: frame splits and generator samples.
+
+Samples come from the cached crops (no JPEG decoding per step). The crops are resized to the
+model's image size once, when the dataset is built, and held in memory (160 px: 77 kB a frame)
+or read from the memory-mapped cache when no resize is needed (320 px, the `hd328` preset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import crop
+from .config import Config
+from .preprocess import PreparedDataset
+
+# generator audio input: features of the 16 video frames around a frame (index-8 .. index+7)
+FEATURE_WINDOW = 16
+
+
+@dataclass(frozen=True)
+class Split:
+    """Frame indices: train, validation (a block before the tail) and the held-out tail.
+
+    Validation and held-out parts are contiguous blocks, so neighbouring frames, which look
+    almost the same, cannot leak from training into them.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    heldout: np.ndarray
+
+
+def split_frames(n_frames: int, heldout_fraction: float, val_fraction: float) -> Split:
+    n_held = round(n_frames * heldout_fraction)
+    n_val = round(n_frames * val_fraction)
+    if n_frames - n_held - n_val < 2:
+        raise ValueError(f"{n_frames} frames are too few to hold out {n_held} and validate on "
+                         f"{n_val}; record a longer video or lower the fractions")
+    idx = np.arange(n_frames)
+    cut_val, cut_held = n_frames - n_held - n_val, n_frames - n_held
+    return Split(idx[:cut_val], idx[cut_val:cut_held], idx[cut_held:])
+
+
+def feature_window(features: np.ndarray, index: int, width: int = FEATURE_WINDOW) -> np.ndarray:
+    """Features of the `width` frames centred on `index`, edges repeated: (width, F)."""
+    pos = np.clip(np.arange(index - width // 2, index + width - width // 2), 0,
+                  len(features) - 1)
+    return features[pos]
+
+
+def model_patches(ds: PreparedDataset, image_size: int) -> np.ndarray:
+    """(T, S, S, 3) uint8 RGB inner patches at the model's size (memory-mapped at full size)."""
+    ccfg = ds.config.crop
+    crops = ds.crops()
+    patches = crops[:, ccfg.ring: ccfg.size - ccfg.ring, ccfg.ring: ccfg.size - ccfg.ring]
+    if image_size == ccfg.inner:
+        return patches
+    out = np.empty((len(crops), image_size, image_size, 3), np.uint8)
+    for i in range(len(crops)):
+        out[i] = cv2.resize(np.asarray(patches[i]), (image_size, image_size),
+                            interpolation=cv2.INTER_AREA)
+    return out
+
+
+def mouth_box(ds: PreparedDataset, image_size: int, margin: float = 0.35) -> tuple[int, ...]:
+    """(x0, y0, x1, y1) in model pixels around the mouth, from the landmarks' median.
+
+    One box for the whole person: the crop follows the face, so the mouth stays put in it.
+    Schemes without lip points fall back to the middle of the masked rectangle's lower half.
+    """
+    ccfg = ds.config.crop
+    scheme = ds.scheme
+    if scheme.has_mouth and scheme.mouth_left is not None and scheme.mouth_right is not None:
+        points, boxes = ds.points(), ds.boxes()
+        scale = ccfg.size / (boxes[:, 2] - boxes[:, 0])
+        ids = [scheme.mouth_left, scheme.mouth_right, scheme.lip_top, scheme.lip_bottom]
+        local = (points[:, ids] - boxes[:, None, :2]) * scale[:, None, None] - ccfg.ring
+        lo, hi = np.median(local.min(axis=1), axis=0), np.median(local.max(axis=1), axis=0)
+        pad = margin * (hi[0] - lo[0])
+        box = np.array([lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + 1.5 * pad])
+    else:
+        x0, y0, x1, y1 = crop.mask_rect(ccfg)
+        box = np.array([x0 + 0.2 * (x1 - x0), y0 + 0.5 * (y1 - y0),
+                        x1 - 0.2 * (x1 - x0), y1 - 0.05 * (y1 - y0)])
+    box = np.clip(box * image_size / ccfg.inner, 0, image_size).round().astype(int)
+    return tuple(int(v) for v in box)
+
+
+class GeneratorSamples(Dataset):
+    """Windows of consecutive frames for generator training.
+
+    Item k → dict with
+      "inputs": (W, 6, S, S) float32 [0,1] RGB: ch 0-2 one reference frame (a random other
+                training frame, the same for the whole window), ch 3-5 the masked target;
+      "targets": (W, 3, S, S) float32 [0,1] RGB real frames;
+      "audio": (W, 16, F) float32 audio features around each frame;
+      "mel": (1, 80, 16) float32, the mel window starting at the window's first frame (what
+             SyncNet compares with the W stacked frames);
+      "index": first frame index.
+    """
+
+    def __init__(self, patches: np.ndarray, features: np.ndarray, mel_windows: np.ndarray,
+                 starts: np.ndarray, references: np.ndarray, cfg: Config, augment: bool):
+        self.patches, self.features, self.mels = patches, features, mel_windows
+        self.starts, self.references = starts, references
+        self.window = cfg.train.window
+        self.rect = crop.mask_rect(cfg.crop, cfg.model.image_size)
+        self.augment = augment
+
+    @classmethod
+    def for_indices(cls, patches: np.ndarray, features: np.ndarray, mel_windows: np.ndarray,
+                    indices: np.ndarray, cfg: Config, augment: bool) -> GeneratorSamples:
+        """Windows that lie wholly inside `indices` (a contiguous block or the train part)."""
+        w = cfg.train.window
+        index_set = set(indices.tolist())
+        starts = np.array([i for i in indices if all(i + k in index_set for k in range(w))])
+        if len(starts) == 0:
+            raise ValueError(f"no run of {w} consecutive frames among {len(indices)} frames")
+        return cls(patches, features, mel_windows, starts, indices, cfg, augment)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        start = int(self.starts[k])
+        frames = np.arange(start, start + self.window)
+        ref_index = int(self.references[torch.randint(len(self.references), ()).item()])
+        targets = torch.from_numpy(np.stack([np.asarray(self.patches[i]) for i in frames]))
+        targets = targets.permute(0, 3, 1, 2).float() / 255  # (W, 3, S, S)
+        reference = torch.from_numpy(np.asarray(self.patches[ref_index])).permute(2, 0, 1)
+        reference = reference.float() / 255  # (3, S, S)
+        if self.augment:
+            gain = 1 + 0.1 * (torch.rand(3, 1, 1) - 0.5)
+            bias = 0.05 * (torch.rand(3, 1, 1) - 0.5)
+            targets = (targets * gain + bias).clamp(0, 1)
+            reference = (reference * gain + bias).clamp(0, 1)
+        masked = targets.clone()
+        x0, y0, x1, y1 = self.rect
+        masked[:, :, y0:y1, x0:x1] = 0
+        inputs = torch.cat([reference.expand_as(targets), masked], dim=1)  # (W, 6, S, S)
+        audio = np.stack([feature_window(self.features, i) for i in frames])
+        return {
+            "inputs": inputs,
+            "targets": targets,
+            "audio": torch.from_numpy(np.ascontiguousarray(audio, np.float32)),
+            "mel": torch.from_numpy(np.asarray(self.mels[start], np.float32))[None],
+            "index": torch.tensor(start),
+        }

@@ -1,0 +1,330 @@
+"""Generator training: one loop, exact resume, optional DistributedDataParallel.
+
+`train_generator` trains the U-Net on a preprocessed person. A step takes `batch_size`
+windows of `window` consecutive frames (one reference frame each) and minimises
+
+    l1_weight·(L1 + mouth_weight·L1_mouth) + perceptual_weight·perceptual
+    + sync_weight·(−log SyncNet sync probability) + temporal_weight·temporal
+
+with Adam. Batches are drawn from a permutation that depends only on (seed, epoch), and the
+RNG states go into every checkpoint, so a resumed run takes exactly the steps the
+uninterrupted one would have taken. Under `torchrun` each process takes its own slice of every
+batch and gradients are averaged by DDP (gloo on CPU, NCCL on CUDA); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import checkpoint, data, losses, unet
+from .config import Config
+from .device import pick_device
+from .preprocess import PreparedDataset
+
+log = logging.getLogger(__name__)
+
+GENERATOR_PREFIX = "generator_"
+BEST = "generator_best.pt"
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or continue; the message says what to change."""
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path  # latest
+    best: Path  # best validation loss
+    step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    perceptual: str = ""  # "vgg19" or "ms-ssim"
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+# ---------------------------------------------------------------- pieces
+
+def checkpoints_of(out_dir: Path) -> list[Path]:
+    """Rolling generator checkpoints, oldest first."""
+    return sorted(out_dir.glob(f"{GENERATOR_PREFIX}[0-9]*.pt"))
+
+
+def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0,
+                  world: int = 1) -> np.ndarray:
+    """Sample indices of one process's part of step `step`: a pure function of its inputs.
+
+    Each epoch is a fresh permutation seeded by (seed, epoch); resuming at any step therefore
+    continues with exactly the batches an uninterrupted run would have drawn.
+    """
+    per_step = batch * world
+    steps_per_epoch = max(n // per_step, 1)
+    epoch, offset = divmod(step, steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen).numpy()
+    if n < per_step:
+        perm = np.resize(perm, per_step)
+    start = offset * per_step + rank * batch
+    return perm[start: start + batch]
+
+
+def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def total_steps(cfg: Config, n_windows: int) -> int:
+    if cfg.train.epochs > 0:
+        _, world = _dist_info()
+        return cfg.train.epochs * max(n_windows // (cfg.train.batch_size * world), 1)
+    return cfg.train.steps
+
+
+class StepLoss:
+    """Computes the weighted loss terms of one batch; holds the frozen helper networks."""
+
+    def __init__(self, cfg: Config, mouth: tuple[int, ...], syncnet: torch.nn.Module | None,
+                 device: torch.device):
+        self.cfg = cfg
+        self.mouth = mouth
+        self.perceptual, self.perceptual_name = losses.perceptual_loss()
+        self.perceptual.to(device)
+        self.syncnet = syncnet
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 step: int) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        tcfg = self.cfg.train
+        b, w = batch["inputs"].shape[:2]
+        s = batch["inputs"].shape[-1]
+        inputs = batch["inputs"].reshape(b * w, 6, s, s)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        audio = unet.audio_window_to_input(batch["audio"].reshape(b * w, *batch["audio"].shape[2:]),
+                                           self.cfg.model.audio_mode)
+        pred = model(inputs, audio)  # (B·W, 3, S, S)
+        target = batch["targets"].reshape(b * w, 3, s, s)
+        terms = {
+            "l1": losses.weighted_l1(pred, target, self.mouth, tcfg.mouth_weight),
+            "perceptual": self.perceptual(pred, target),
+            "temporal": losses.temporal_loss(pred.reshape(b, w, 3, s, s),
+                                             target.reshape(b, w, 3, s, s), self.mouth),
+        }
+        weights = {"l1": tcfg.l1_weight, "perceptual": tcfg.perceptual_weight,
+                   "temporal": tcfg.temporal_weight}
+        if self.syncnet is not None and step >= tcfg.sync_start:
+            terms["sync"] = self._sync_loss(pred.reshape(b, w * 3, s, s), batch["mel"])
+            weights["sync"] = tcfg.sync_weight
+        total = sum(weights[k] * v for k, v in terms.items())
+        return total, {k: v.item() for k, v in terms.items()}, pred
+
+    def _sync_loss(self, faces: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        size = self.cfg.syncnet.image_size
+        if faces.shape[-1] != size:
+            faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True)
+        prob = self.syncnet.sync_probability(faces, mel).clamp(1e-6, 1.0)
+        return -torch.log(prob).mean()
+
+
+# ---------------------------------------------------------------- the loop
+
+def train_generator(
+    ds: PreparedDataset,
+    cfg: Config,
+    out_dir: str | Path,
+    features: np.ndarray,
+    syncnet: torch.nn.Module | None = None,
+    steps: int | None = None,
+    resume: bool = True,
+    device: str | None = None,
+    progress: bool = True,
+    on_log: Callable[[list[dict[str, Any]]], None] | None = None,
+    log_every: int = 25,
+) -> TrainResult:
+    """Train (or continue training) the generator of one person.
+
+    Args:
+        features: (T, F) float32 audio features per video frame (`ave`: 512 from the SyncNet
+            audio encoder), T = ds.n_frames.
+        syncnet: frozen lip-sync expert for the sync loss (None: no sync loss).
+        steps: stop after this many steps in total (default: from cfg.train).
+        resume: continue from the newest checkpoint in out_dir when there is one.
+        on_log: called with the history after every log line (live plots in notebooks).
+    """
+    out_dir = Path(out_dir)
+    dev = pick_device(device)
+    distributed = init_distributed(dev)
+    rank, world = _dist_info()
+    tcfg = cfg.train
+    if len(features) != ds.n_frames:
+        raise TrainError(f"audio features cover {len(features)} frames but the dataset has "
+                         f"{ds.n_frames}; recompute the features (delete the cached aud_*.npy)")
+    torch.manual_seed(tcfg.seed + rank)
+    np.random.seed(tcfg.seed + rank)
+    split = data.split_frames(ds.n_frames, tcfg.heldout_fraction, tcfg.val_fraction)
+    patches = data.model_patches(ds, cfg.model.image_size)
+    mels = ds.mel_windows()
+    train_set = data.GeneratorSamples.for_indices(patches, features, mels, split.train, cfg,
+                                                  augment=tcfg.augment)
+    val_set = data.GeneratorSamples.for_indices(patches, features, mels, split.val, cfg,
+                                                augment=False)
+    mouth = data.mouth_box(ds, cfg.model.image_size)
+
+    model = unet.Generator.from_config(cfg.model).to(dev, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    if syncnet is not None:
+        syncnet = syncnet.to(dev).eval().requires_grad_(False)
+    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev)
+    history: list[dict[str, Any]] = []
+    step = 0
+    latest = checkpoints_of(out_dir)
+    if resume and latest:
+        state = checkpoint.load_checkpoint(latest[-1], kind="generator",
+                                           expect=_must_match(cfg), map_location=dev)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        history = state["extra"].get("history", [])
+        checkpoint.set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", latest[-1].name, step)
+    best_val = min((h["val_l1"] for h in history if "val_l1" in h), default=math.inf)
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    total = steps if steps is not None else total_steps(cfg, len(train_set))
+    amp = (torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda"
+           else contextlib.nullcontext())
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
+    bar = tqdm(total=total, initial=step, desc="generator", unit="step",
+               disable=not progress or rank != 0)
+    t_start = t_log = time.perf_counter()
+    running: dict[str, list[float]] = {}
+    last_path = latest[-1] if latest else out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
+    while step < total:
+        idx = batch_indices(step, len(train_set), tcfg.batch_size, tcfg.seed, rank, world)
+        batch = _to(_collate([train_set[int(i)] for i in idx]), dev)
+        model.train()
+        try:
+            with amp:
+                loss, parts, _ = loss_fn(net, batch, step)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        except torch.OutOfMemoryError as exc:
+            raise TrainError(
+                f"out of memory at batch size {tcfg.batch_size} on {dev}; set "
+                f"train.batch_size={max(tcfg.batch_size // 2, 1)} (training resumes from the "
+                "last checkpoint)") from exc
+        step += 1
+        for k, v in {"loss": loss.item(), **parts}.items():
+            running.setdefault(k, []).append(v)
+        bar.update(1)
+        if step % log_every == 0 or step == total:
+            now = time.perf_counter()
+            entry = {"step": step, "lr": optimizer.param_groups[0]["lr"],
+                     "s_per_step": (now - t_log) / max(len(running["loss"]), 1)}
+            entry.update({k: float(np.mean(v)) for k, v in running.items()})
+            running, t_log = {}, now
+            if step % tcfg.val_every == 0 or step == total:
+                entry["val_l1"] = validate(model, val_set, cfg, dev)
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            if rank == 0:
+                log.info("step %d %s", step, " ".join(
+                    f"{k}={v:.4g}" for k, v in entry.items() if k != "step"))
+                if on_log is not None:
+                    on_log(history)
+        if rank == 0 and (step % tcfg.save_every == 0 or step == total):
+            val = next((h["val_l1"] for h in reversed(history)
+                        if h["step"] == step and "val_l1" in h), None)
+            if val is None:
+                val = validate(model, val_set, cfg, dev)
+            last_path = _save(out_dir, model, optimizer, cfg, step, history, loss_fn, val)
+            if val < best_val:
+                best_val = val
+                checkpoint.save_checkpoint(out_dir / BEST, kind="generator", model=model, cfg=cfg,
+                                           step=step, extra=_extra(history, loss_fn, val),
+                                           with_rng=False)
+    bar.close()
+    seconds = time.perf_counter() - t_start
+    if distributed:
+        dist.barrier()
+    return TrainResult(last_path, out_dir / BEST, step, history, loss_fn.perceptual_name,
+                       seconds)
+
+
+def _must_match(cfg: Config) -> dict[str, Any]:
+    """Settings a checkpoint must share with the run that resumes it."""
+    return {"model.audio_mode": cfg.model.audio_mode, "model.channels": cfg.model.channels,
+            "model.image_size": cfg.model.image_size}
+
+
+def _extra(history: list[dict[str, Any]], loss_fn: StepLoss, val: float) -> dict[str, Any]:
+    return {"history": history, "perceptual": loss_fn.perceptual_name, "val_l1": val,
+            "mouth_box": list(loss_fn.mouth)}
+
+
+def _save(out_dir: Path, model, optimizer, cfg: Config, step: int, history, loss_fn,
+          val: float) -> Path:
+    path = out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
+    checkpoint.save_checkpoint(path, kind="generator", model=model, cfg=cfg, step=step,
+                               optimizer=optimizer, extra=_extra(history, loss_fn, val))
+    for old in checkpoints_of(out_dir)[: -cfg.train.keep_last]:
+        old.unlink()
+    return path
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val_set: data.GeneratorSamples, cfg: Config,
+             device: torch.device, max_windows: int = 16) -> float:
+    """Mean L1 on validation windows, each with a fixed reference (same every call)."""
+    model.eval()
+    rng_state = torch.get_rng_state()
+    torch.manual_seed(12345)  # the same references every time, without touching training RNG
+    n = min(len(val_set), max_windows)
+    picks = np.linspace(0, len(val_set) - 1, n).round().astype(int)
+    batch = _to(_collate([val_set[int(i)] for i in picks]), device)
+    torch.set_rng_state(rng_state)
+    b, w = batch["inputs"].shape[:2]
+    s = batch["inputs"].shape[-1]
+    audio = unet.audio_window_to_input(batch["audio"].reshape(b * w, *batch["audio"].shape[2:]),
+                                       cfg.model.audio_mode)
+    pred = model(batch["inputs"].reshape(b * w, 6, s, s), audio)
+    model.train()
+    return F.l1_loss(pred, batch["targets"].reshape(b * w, 3, s, s)).item()
+

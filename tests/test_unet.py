@@ -1,0 +1,271 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from synctalk_lib.config import PRESETS, get_config
+from synctalk_lib.unet import (
+    AUDIO_MODES,
+    AUDIO_WINDOW,
+    Generator,
+    audio_feature_shape,
+    audio_window_to_input,
+    count_parameters,
+    load_synctalk2d_checkpoint,
+    reference_name,
+    to_synctalk2d_state_dict,
+)
+
+MODES = sorted(AUDIO_MODES)
+HD328_PARAMETERS = {"ave": 12_186_935, "hubert": 12_186_935, "wenet": 12_986_871}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are small: one thread avoids OpenMP oversubscription on a busy machine
+    (2 threads ran the tiny training step 5-10x slower under background load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def inputs(model: Generator, batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    side = model.image_size
+    x = torch.rand(batch, 6, side, side, generator=g)
+    audio = torch.randn(batch, *audio_feature_shape(model.audio_mode), generator=g)
+    return x, audio
+
+
+def model_for(preset: str, mode: str) -> Generator:
+    return Generator.from_config(get_config(preset, {"model.audio_mode": mode}))
+
+
+def randomise_batch_norms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial running statistics and affine values, so eval mode tests every BN key."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+
+
+# --- an independent, functional forward over SyncTalk_2D's state-dict names (BGR) ----------
+
+
+def ref_conv_bn(sd, conv, bn, x, stride=1, padding=0, groups=1, relu=True):
+    x = F.conv2d(x, sd[f"{conv}.weight"], sd.get(f"{conv}.bias"), stride, padding, 1, groups)
+    x = F.batch_norm(x, sd[f"{bn}.running_mean"], sd[f"{bn}.running_var"],
+                     sd[f"{bn}.weight"], sd[f"{bn}.bias"], False, 0.0, 1e-5)
+    return F.relu(x) if relu else x
+
+
+def ref_inverted_residual(sd, p, x, stride=1, residual=False):
+    hidden = sd[f"{p}.conv.0.weight"].shape[0]
+    y = ref_conv_bn(sd, f"{p}.conv.0", f"{p}.conv.1", x)
+    y = ref_conv_bn(sd, f"{p}.conv.3", f"{p}.conv.4", y, stride, 1, hidden)
+    y = ref_conv_bn(sd, f"{p}.conv.6", f"{p}.conv.7", y, relu=False)
+    return x + y if residual else y
+
+
+def ref_double(sd, p, x, stride=1):
+    x = ref_inverted_residual(sd, f"{p}.double_conv.0", x, stride)
+    return ref_inverted_residual(sd, f"{p}.double_conv.1", x, residual=True)
+
+
+def ref_forward(sd, x, audio, mode):
+    """SyncTalk_2D's Model(6, mode) forward, written from its layer list (BGR in and out)."""
+    skips = [ref_inverted_residual(sd, "inc.inconv.0", x)]
+    for i in range(1, 6):
+        skips.append(ref_double(sd, f"down{i}.maxpool_conv.0", skips[-1], stride=2))
+    wenet = mode == "wenet"
+    a = ref_inverted_residual(sd, "audio_model.conv1", audio, residual=wenet)
+    a = ref_inverted_residual(sd, "audio_model.conv2", a, residual=wenet)
+    stride = {"ave": 1, "hubert": 2, "wenet": (1, 2)}[mode]
+    a = ref_conv_bn(sd, "audio_model.conv3", "audio_model.bn3", a, stride, 1)
+    a = ref_inverted_residual(sd, "audio_model.conv4", a, residual=True)
+    a = ref_conv_bn(sd, "audio_model.conv5", "audio_model.bn5", a, 2, 3)
+    a = ref_inverted_residual(sd, "audio_model.conv6", a, residual=True)
+    a = ref_inverted_residual(sd, "audio_model.conv7", a, residual=True)
+    y = torch.cat([skips[5], a], 1)
+    y = ref_double(sd, "fuse_conv.1", ref_double(sd, "fuse_conv.0", y))
+    for i, skip in enumerate(reversed(skips[:5]), start=1):
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
+        y = ref_double(sd, f"up{i}.conv", torch.cat([y, skip], 1))
+    return torch.sigmoid(F.conv2d(y, sd["outc.conv.weight"], sd["outc.conv.bias"]))
+
+
+# --- parity --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hd328_parameter_count_equals_synctalk2d(mode):
+    assert count_parameters(model_for("hd328", mode)) == HD328_PARAMETERS[mode]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_converted_synctalk2d_weights_compute_the_same_picture_in_rgb(mode):
+    model = model_for("hd328", mode).eval()
+    randomise_batch_norms(model, seed=1)
+    reference = to_synctalk2d_state_dict(model)  # stands in for a SyncTalk_2D checkpoint
+    ours = model_for("hd328", mode).eval()
+    load_synctalk2d_checkpoint(ours, reference)
+    x, audio = inputs(ours, batch=1)
+    bgr = x[:, [2, 1, 0, 5, 4, 3]]
+    with torch.no_grad():
+        expected = ref_forward(reference, bgr, audio, mode)[:, [2, 1, 0]]
+        got = ours(x, audio)
+    assert got.shape == (1, 3, 320, 320)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_every_synctalk2d_key_maps_to_exactly_one_of_ours():
+    model = model_for("hd328", "ave")
+    names = [reference_name(k) for k in model.state_dict()]
+    assert len(set(names)) == len(names) == len(model.state_dict())
+    assert "inc.inconv.0.conv.0.weight" in names and "outc.conv.bias" in names
+    assert "up5.conv.double_conv.1.conv.7.running_var" in names
+    assert "audio_model.bn5.num_batches_tracked" in names
+    assert not any(k.startswith(("stem", "downs", "ups", "head", "audio.")) for k in names)
+
+
+def test_export_and_load_round_trip_and_flip_colour_channels():
+    model = model_for("hd328", "ave")
+    exported = to_synctalk2d_state_dict(model)
+    first = model.state_dict()["stem.expand.conv.weight"]
+    torch.testing.assert_close(exported["inc.inconv.0.conv.0.weight"],
+                               first[:, [2, 1, 0, 5, 4, 3]])
+    torch.testing.assert_close(exported["outc.conv.bias"], model.head.bias.detach()[[2, 1, 0]])
+    again = load_synctalk2d_checkpoint(model_for("hd328", "ave"), exported)
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+
+
+def test_checkpoint_from_a_file_with_dataparallel_prefix_loads(tmp_path):
+    model = model_for("hd328", "hubert")
+    path = tmp_path / "100.pth"
+    torch.save({f"module.{k}": v for k, v in to_synctalk2d_state_dict(model).items()}, path)
+    loaded = load_synctalk2d_checkpoint(model_for("hd328", "hubert"), path)
+    assert torch.equal(loaded.head.weight, model.head.weight)
+
+
+def test_wrong_mode_checkpoint_names_the_mode_it_needs():
+    wenet_checkpoint = to_synctalk2d_state_dict(model_for("hd328", "wenet"))
+    with pytest.raises(ValueError, match=r"audio_model\.conv1.*'wenet'.*audio_mode 'ave'"):
+        load_synctalk2d_checkpoint(model_for("hd328", "ave"), wenet_checkpoint)
+
+
+def test_smaller_model_for_a_reference_checkpoint_names_channels_and_preset():
+    checkpoint = to_synctalk2d_state_dict(model_for("hd328", "ave"))
+    with pytest.raises(ValueError, match=r"checkpoint key .* has shape .* model.channels=32,64,128,256,512"):
+        load_synctalk2d_checkpoint(model_for("tiny", "ave"), checkpoint)
+
+
+def test_missing_keys_are_named():
+    checkpoint = to_synctalk2d_state_dict(model_for("hd328", "ave"))
+    del checkpoint["up5.conv.double_conv.1.conv.7.weight"]
+    with pytest.raises(KeyError, match=r"missing \['up5\.conv\.double_conv\.1\.conv\.7\.weight"):
+        load_synctalk2d_checkpoint(model_for("hd328", "ave"), checkpoint)
+    with pytest.raises(KeyError, match="not a SyncTalk_2D"):
+        load_synctalk2d_checkpoint(model_for("hd328", "ave"), {"conv.weight": torch.zeros(1)})
+
+
+# --- shapes and configurations ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu"])
+@pytest.mark.parametrize("mode", MODES)
+def test_forward_shape_and_range_for_every_preset_and_mode(preset, mode):
+    model = model_for(preset, mode)
+    x, audio = inputs(model)
+    with torch.no_grad():
+        y = model(x, audio)
+    side = PRESETS[preset].model.image_size
+    assert y.shape == (2, 3, side, side) and y.dtype == torch.float32
+    assert 0.0 <= y.min() and y.max() <= 1.0
+
+
+def test_hd328_forward_makes_a_320_px_picture():
+    model = model_for("hd328", "ave").eval()
+    with torch.no_grad():
+        y = model(*inputs(model, batch=1))
+    assert y.shape == (1, 3, 320, 320)
+
+
+@pytest.mark.parametrize("channels", [(16, 32, 64, 128, 256), (8, 16, 32, 64, 128)])
+@pytest.mark.parametrize("side", [64, 160, 352])
+def test_any_width_and_side_divisible_by_32_works(channels, side):
+    model = Generator("ave", channels, side).eval()
+    with torch.no_grad():
+        assert model(*inputs(model, batch=1)).shape == (1, 3, side, side)
+
+
+def test_bad_configuration_and_inputs_raise_actionable_errors():
+    with pytest.raises(ValueError, match="divisible by 32"):
+        Generator("ave", image_size=300)
+    with pytest.raises(ValueError, match="unknown audio_mode 'mel'"):
+        Generator("mel")
+    with pytest.raises(ValueError, match="5 widths"):
+        Generator("ave", (16, 32, 64))
+    model = model_for("tiny", "ave")
+    x, _ = inputs(model)
+    with pytest.raises(ValueError, match=r"'ave' expects audio of shape \(B, 32, 16, 16\)"):
+        model(x, torch.zeros(2, 32, 32, 32))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_audio_window_reshapes_row_major_into_the_mode_shape(mode):
+    shape = audio_feature_shape(mode)
+    per_frame = shape[0] * shape[1] * shape[2] // AUDIO_WINDOW
+    window = torch.arange(3 * AUDIO_WINDOW * per_frame, dtype=torch.float32)
+    window = window.reshape(3, AUDIO_WINDOW, per_frame)
+    audio = audio_window_to_input(window, mode)
+    assert audio.shape == (3, *shape)
+    assert torch.equal(audio.flatten(1), window.flatten(1))
+    if mode == "hubert":  # (16, 2, 1024) windows are accepted as they come
+        assert audio_window_to_input(window.reshape(3, 16, 2, 1024), mode).shape == (3, *shape)
+    with pytest.raises(ValueError, match=f"{mode!r} expects {per_frame} features per frame"):
+        audio_window_to_input(window[..., :-1], mode)
+
+
+# --- performance paths ------------------------------------------------------------------------
+
+
+def test_channels_last_forward_equals_contiguous():
+    model = model_for("tiny", "ave").eval()
+    x, audio = inputs(model)
+    with torch.no_grad():
+        expected = model(x, audio)
+        model = model.to(memory_format=torch.channels_last)
+        got = model(x.to(memory_format=torch.channels_last), audio)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_autocast_with_channels_last_runs_close_to_fp32():
+    model = model_for("cpu", "ave").eval()
+    x, audio = inputs(model)
+    with torch.no_grad():
+        expected = model(x, audio)
+        model = model.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x.to(memory_format=torch.channels_last), audio)
+    assert got.shape == expected.shape
+    assert (got.float() - expected).abs().max() < 0.05
+
+
+def test_a_few_adam_steps_reduce_l1_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = model_for("tiny", "ave").train()
+    x, audio = inputs(model, batch=4)
+    target = x[:, :3]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = F.l1_loss(model(x, audio), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
