@@ -35,13 +35,13 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from scipy.spatial import Delaunay
-from tqdm.auto import tqdm
 
 from . import files, tts
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 2  # bump when the output changes, so cached demos are rebuilt
+DEMO_VERSION = 3  # bump when the output changes, so cached demos are rebuilt
 FPS = 25
 SAMPLE_RATE = 16_000
 HELDOUT_SECONDS = 18.0
@@ -71,7 +71,7 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              103, 67, 109]
 FACE_LEFT, FACE_RIGHT, NOSE_BRIDGE = 234, 454, 195  # crop anchors (DESIGN.md §10)
 
-JAW_DROP = 0.10  # lower-lip travel at opening 1, as a fraction of face width
+JAW_DROP = 0.15  # lower-lip travel at opening 1 (face widths); real lips span ~0.1 fw
 CORNER_DROP = 0.3  # mouth corners travel this share of the lower lip's drop
 JAW_SIDE_DROP = 0.3  # jaw contour at the cheeks travels this share (the jaw hinges near the ear)
 JAW_RAMP = 0.15  # face widths below the mouth-corner line where the jaw contour drops fully
@@ -757,7 +757,7 @@ def make_demo(root: str | Path = "dataset", name: str = "demo", seconds: float =
 
     with media.VideoWriter(paths.video, fps=FPS, crf=18, preset="medium",
                            audio=plan.script.audio, sample_rate=SAMPLE_RATE) as writer:
-        for i in tqdm(range(plan.n_frames), desc="demo frames", unit="frame"):
+        for i in progress_bar(range(plan.n_frames), desc="demo frames", unit="frame"):
             dx, dy, angle = plan.motion[i]
             writer.write(face.render(plan.opening[i], plan.blink[i], dx, dy, angle))
     files.save_npy(paths.mouth_open, plan.opening)

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import audio, crop, files, landmarks, media
 from .config import Config, get_config
+from .progress import progress_bar
 from .source import FrameSource, ImageFolderFrames, VideoFrames
 
 log = logging.getLogger(__name__)
@@ -374,8 +374,8 @@ def _detect_all(
     points = np.full((n, scheme.n_points, 2), np.nan, np.float32)
     found = np.zeros(n, bool)
     try:
-        bar = tqdm(frames.iter_frames(), total=n, desc="landmarks", unit="frame",
-                   disable=not progress)
+        bar = progress_bar(frames.iter_frames(), total=n, desc="landmarks", unit="frame",
+                           enabled=progress)
         for i, frame in enumerate(bar):
             if i >= n:
                 break
@@ -417,8 +417,8 @@ def _crop_stage(
     with files.atomic_path(paths.cached(name)) as tmp:
         crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                           shape=(n, size, size, 3))
-        bar = tqdm(frames.iter_frames(), total=n, desc="crops", unit="frame",
-                   disable=not progress)
+        bar = progress_bar(frames.iter_frames(), total=n, desc="crops", unit="frame",
+                           enabled=progress)
         count = 0
         for i, frame in enumerate(bar):
             if i >= n:

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import checkpoint, data, losses, unet
 from .config import Config
 from .device import pick_device
 from .preprocess import PreparedDataset
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ def train_generator(
     amp = (torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda"
            else contextlib.nullcontext())
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
-    bar = tqdm(total=total, initial=step, desc="generator", unit="step",
-               disable=not progress or rank != 0)
+    bar = progress_bar(total=total, initial=step, desc="generator", unit="step",
+                       enabled=progress and rank == 0)
     t_start = t_log = time.perf_counter()
     running: dict[str, list[float]] = {}
     last_path = latest[-1] if latest else out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
