@@ -96,7 +96,11 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The U-Net 328 generator (DESIGN.md §3); `hd328` = SyncTalk_2D's `Model(6, mode)`."""
+    """The U-Net 328 generator (DESIGN.md §3); the defaults = SyncTalk_2D's `Model(6, mode)`.
+
+    Any 5 widths work (halving them cuts FLOPs about 4x) and any image side divisible by 32
+    (the bottleneck is image_size / 32); `unet.Generator.from_config` builds it.
+    """
 
     audio_mode: str = "ave"  # "ave" | "hubert" | "wenet": audio features at the bottleneck
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # encoder widths, one per stride-2 stage
@@ -267,6 +271,11 @@ PRESETS: dict[str, Config] = {
     "tiny": _preset("tiny", **{
         "crop.smooth_frames": 3, "media.x264_preset": "ultrafast",
         "model.channels": (8, 16, 32, 64, 128), "model.image_size": 64,
+        # syncnet: 32 px faces, narrow encoders; learns the synthetic talker in ~150 steps
+        "syncnet.image_size": 32, "syncnet.face_channels": (8, 16, 32),
+        "syncnet.face_res_blocks": 0, "syncnet.audio_channels": (8, 16, 32, 64),
+        "syncnet.lr": 1e-3, "syncnet.steps": 150, "syncnet.eval_every": 25,
+        "syncnet.val_pairs": 256,
     }),
     # SyncTalk_2D parity; model: the ModelConfig defaults = unet_328 Model(6, mode), a GPU job
     "hd328": _preset("hd328"),

@@ -19,14 +19,15 @@ audio: S = 320, channels (32, 64, 128, 256, 512).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .config import Config, ModelConfig
 
@@ -89,7 +90,7 @@ def audio_window_to_input(window: torch.Tensor, mode: str) -> torch.Tensor:
             f"expected a (B, {AUDIO_WINDOW}, F) window of audio features, got "
             f"{tuple(window.shape)}"
         )
-    per_frame = window[0, 0].numel()
+    per_frame = math.prod(window.shape[2:])
     expected = shape[0] * shape[1] * shape[2] // AUDIO_WINDOW
     if per_frame != expected:
         raise ValueError(
