@@ -41,6 +41,22 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     print(f"preprocessed {ds.n_frames} frames into {ds.paths.folder}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from . import train
+
+    overrides = _overrides(args.set)
+    cfg = get_config(args.preset, overrides)
+    result = train.train_person(
+        args.name, cfg, dataset_root=args.root, checkpoints_root=args.checkpoints,
+        steps=args.steps, syncnet_steps=args.syncnet_steps, ave_weights=args.ave_weights,
+        resume=not args.no_resume, device=args.device, progress=not args.no_progress,
+    )
+    gen = result.generator
+    if result.syncnet_accuracy is not None:
+        print(f"syncnet held-out accuracy {result.syncnet_accuracy:.1%}: {result.syncnet_path}")
+    print(f"generator step {gen.step} ({gen.perceptual} perceptual term): {gen.checkpoint}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m synctalk_lib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -66,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override, repeatable (e.g. crop.smooth_frames=9)")
     p.add_argument("--force", action="store_true", help="recompute cached stages")
     p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("train", help="train SyncNet and the generator of a preprocessed person "
+                       "(runs under torchrun for several GPUs/processes)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--root", default="dataset", help="dataset folder")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
+    p.add_argument("--steps", type=int, help="generator steps in total (default: preset)")
+    p.add_argument("--syncnet-steps", type=int,
+                   help="(re)train SyncNet for this many steps (default: reuse it if present)")
+    p.add_argument("--ave-weights", type=Path,
+                   help="SyncTalk_2D audio_visual_encoder.pth, if you have it")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. train.lr=1e-4)")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -78,3 +78,63 @@ def box_overview(ds: PreparedDataset, frame_index: int = 0,
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     return fig
+
+
+def loss_curves(history: list[dict], path: str | Path | None = None) -> Figure:
+    """Training losses per logged step (log scale) and validation L1."""
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2)
+    steps = [h["step"] for h in history]
+    for key in ("loss", "l1", "perceptual", "sync", "temporal"):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_loss.plot(steps, [np.nan if v is None else v for v in values], label=key)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("training losses", fontsize=9)
+    ax_loss.legend(fontsize=8)
+    val = [(h["step"], h["val_l1"]) for h in history if "val_l1" in h]
+    if val:
+        ax_val.plot(*zip(*val), marker="o", color="C3")
+    ax_val.set_xlabel("step")
+    ax_val.set_title("validation L1 (held-back frames)", fontsize=9)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+class LiveLossPlot:
+    """Redraws `loss_curves` in place in a notebook output while training runs."""
+
+    def __init__(self, every: int = 1):
+        from IPython.display import display
+
+        self.every, self.calls = every, 0
+        self.handle = display(Figure(figsize=(1, 1)), display_id=True)
+
+    def __call__(self, history: list[dict]) -> None:
+        self.calls += 1
+        if self.handle is not None and self.calls % self.every == 0:
+            self.handle.update(loss_curves(history))
+
+
+def real_vs_generated(real: np.ndarray, generated: np.ndarray, indices: np.ndarray,
+                      fps: float = 25, path: str | Path | None = None) -> Figure:
+    """Two rows: real patches and the generator's patches for the same frames and audio."""
+    n = len(indices)
+    fig = Figure(figsize=(1.7 * n, 3.8), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for k, i in enumerate(indices):
+        for row, images in enumerate((real, generated)):
+            ax = axes[row, k]
+            ax.imshow(images[k])
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, k].set_title(f"{i / fps:.2f} s", fontsize=8)
+    axes[0, 0].set_ylabel("real")
+    axes[1, 0].set_ylabel("generated")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig

@@ -15,6 +15,7 @@ batch and gradients are averaged by DDP (gloo on CPU, NCCL on CUDA); only rank 0
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -328,3 +329,133 @@ def validate(model: torch.nn.Module, val_set: data.GeneratorSamples, cfg: Config
     model.train()
     return F.l1_loss(pred, batch["targets"].reshape(b * w, 3, s, s)).item()
 
+
+
+# ---------------------------------------------------------------- a whole person
+
+@dataclass
+class PersonResult:
+    """What `train_person` made: the lip-sync expert, the audio features and the generator."""
+
+    syncnet_path: Path
+    syncnet_accuracy: float | None  # held-out sync/off-sync accuracy (None: reused, unknown)
+    features_path: Path
+    generator: TrainResult
+
+
+def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
+                       encoder: torch.nn.Module, device: str | None = None) -> np.ndarray:
+    """(T, 512) `ave` features per frame, cached as dataset/<name>/aud_ave.npy.
+
+    The cache is keyed on the encoder's weights file and the mel settings, so retraining
+    SyncNet (or pointing at SyncTalk_2D's `audio_visual_encoder.pth`) recomputes them.
+    """
+    from . import files, syncnet
+
+    target = ds.paths.folder / "aud_ave.npy"
+    key_file = ds.paths.cached("aud_ave.json")
+    key = files.digest_of({"encoder": files.file_digest(encoder_source),
+                           "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames})
+    if (target.is_file() and key_file.is_file()
+            and json.loads(key_file.read_text()).get("key") == key):
+        return np.load(target)
+    feats = syncnet.audio_features(encoder, np.asarray(ds.mel_windows()), device=device)
+    files.save_npy(target, feats.astype(np.float32))
+    files.save_json(key_file, {"key": key, "encoder": str(encoder_source)})
+    return feats
+
+
+def train_person(
+    name: str,
+    cfg: Config,
+    dataset_root: str | Path = "dataset",
+    checkpoints_root: str | Path = "checkpoints",
+    steps: int | None = None,
+    syncnet_steps: int | None = None,
+    ave_weights: str | Path | None = None,
+    resume: bool = True,
+    device: str | None = None,
+    progress: bool = True,
+    on_log: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> PersonResult:
+    """SyncNet (trained once, reused), `ave` audio features, then the generator.
+
+    ave_weights: SyncTalk_2D's `audio_visual_encoder.pth` if you have it; otherwise the audio
+    encoder of the person's own SyncNet provides the features.
+    """
+    from . import preprocess, syncnet
+
+    if cfg.model.audio_mode != "ave":
+        raise TrainError(
+            f"audio mode {cfg.model.audio_mode!r} needs pretrained speech features (HuBERT / "
+            "WeNet weights) that this workbench cannot download and does not extract yet; "
+            "use model.audio_mode='ave' (features from the person's own SyncNet)")
+    ds = preprocess.load_dataset(name, dataset_root)
+    out_dir = Path(checkpoints_root) / name
+    rank, _ = _dist_info()
+    sync_path = out_dir / "syncnet.pt"
+    accuracy = None
+    if rank == 0 and (not sync_path.is_file() or syncnet_steps):
+        result = syncnet.train_syncnet(ds, cfg, out_dir, steps=syncnet_steps, device=device,
+                                       progress=progress, resume=resume)
+        accuracy = result.val_accuracy
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    expert = syncnet.load_syncnet(sync_path, device=device)
+    if ave_weights is not None:
+        encoder = syncnet.AudioEncoder()
+        syncnet.load_ave_weights(encoder, ave_weights)
+        source = Path(ave_weights)
+    else:
+        encoder, source = expert.audio_encoder, sync_path
+    if rank == 0:  # one process computes and caches, the others then read the cache
+        audio_features_for(ds, cfg, source, encoder, device)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    feats = audio_features_for(ds, cfg, source, encoder, device)
+    use_sync = cfg.train.window > 1 and cfg.train.sync_weight > 0
+    gen = train_generator(ds, cfg, out_dir, feats, syncnet=expert if use_sync else None,
+                          steps=steps, resume=resume, device=device, progress=progress,
+                          on_log=on_log)
+    return PersonResult(sync_path, accuracy, ds.paths.folder / "aud_ave.npy", gen)
+
+
+@torch.no_grad()
+def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.ndarray,
+                    indices: np.ndarray, cfg: Config, reference: np.ndarray | None = None,
+                    batch: int = 16) -> np.ndarray:
+    """Generate the inner patches of `indices` from their own masked frames and audio.
+
+    patches: (T, S, S, 3) uint8 RGB model-size patches; reference: (S, S, 3) uint8 (default:
+    each frame is its own reference, as at inference). Returns (N, S, S, 3) uint8 RGB.
+    """
+    from . import crop
+
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    x0, y0, x1, y1 = crop.mask_rect(cfg.crop, cfg.model.image_size)
+    for start in range(0, len(indices), batch):
+        idx = indices[start: start + batch]
+        target = torch.from_numpy(np.stack([np.asarray(patches[i]) for i in idx]))
+        target = target.permute(0, 3, 1, 2).float().div(255)
+        ref = (target if reference is None else
+               torch.from_numpy(reference).permute(2, 0, 1).float().div(255).expand_as(target))
+        masked = target.clone()
+        masked[:, :, y0:y1, x0:x1] = 0
+        audio = torch.from_numpy(np.stack([data.feature_window(features, int(i)) for i in idx]))
+        pred = model(torch.cat([ref, masked], 1).to(device),
+                     unet.audio_window_to_input(audio.float().to(device), cfg.model.audio_mode))
+        out.append((pred.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def load_generator(path: str | Path, cfg: Config | None = None,
+                   device: str | None = None) -> tuple[torch.nn.Module, Config]:
+    """Rebuild a generator from its checkpoint; `cfg` (if given) must match its model."""
+    expect = _must_match(cfg) if cfg is not None else None
+    state = checkpoint.load_checkpoint(path, kind="generator", expect=expect)
+    saved: Config = state["config"]
+    model = unet.Generator.from_config(saved.model)
+    model.load_state_dict(state["model"])
+    return model.to(pick_device(device)).eval(), saved
