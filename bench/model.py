@@ -9,7 +9,11 @@ is where SyncTalk_2D's 9.77 GFLOP/frame comes from); a training step is 3x the f
 and weight gradients each cost one forward; FlopCounterMode over-counts depthwise backward).
 Writes JSON to outputs/bench/model.json and prints a table.
 
-    .venv/bin/python bench/model.py [--presets tiny cpu hd328] [--rounds 5] [--threads 2]
+    .venv/bin/python bench/model.py [--presets tiny cpu hd328] [--rounds 5] [--threads 1]
+
+On a busy machine use --threads 1: with 2 OpenMP threads on 2 loaded cores, small models ran
+5-40x slower and the ratios stopped meaning anything. bf16 autocast only pays on CPUs with
+native bf16 (avx512_bf16 / AMX); on AVX2 torch falls back to a per-group slow convolution.
 """
 
 from __future__ import annotations

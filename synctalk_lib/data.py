@@ -120,7 +120,10 @@ class GeneratorSamples(Dataset):
         index_set = set(indices.tolist())
         starts = np.array([i for i in indices if all(i + k in index_set for k in range(w))])
         if len(starts) == 0:
-            raise ValueError(f"no run of {w} consecutive frames among {len(indices)} frames")
+            raise ValueError(
+                f"no run of {w} consecutive frames among {len(indices)} frames "
+                f"({indices[0] if len(indices) else '-'}..); use a longer video, or raise "
+                "train.val_fraction / lower train.window")
         return cls(patches, features, mel_windows, starts, indices, cfg, augment)
 
     def __len__(self) -> int:
@@ -148,6 +151,6 @@ class GeneratorSamples(Dataset):
             "inputs": inputs,
             "targets": targets,
             "audio": torch.from_numpy(np.ascontiguousarray(audio, np.float32)),
-            "mel": torch.from_numpy(np.asarray(self.mels[start], np.float32))[None],
+            "mel": torch.from_numpy(np.array(self.mels[start], np.float32))[None],
             "index": torch.tensor(start),
         }

@@ -309,7 +309,8 @@ class SyncPairs(torch.utils.data.Dataset):
         if n_starts < 2 * cfg.min_shift + 1:
             raise ValueError(f"frames {start}..{stop} hold {max(n_starts, 0)} windows of "
                              f"{cfg.n_frames} frames; need at least {2 * cfg.min_shift + 1} "
-                             "for off-sync pairs (use a longer video or a larger val_fraction)")
+                             "for off-sync pairs: use a longer video, or change syncnet.val_fraction / "
+                             "train.heldout_fraction")
         self.n_starts = n_starts
         mels = ds.mel_windows()
         self.mels = np.array(mels[start: start + n_starts], np.float32)
@@ -618,7 +619,7 @@ def audio_features(encoder: AudioEncoder, mel_windows: np.ndarray, batch: int = 
     encoder.to(dev).eval()
 
     def run(chunk: np.ndarray) -> np.ndarray:
-        mel = torch.from_numpy(np.asarray(chunk, np.float32))[:, None].to(dev)  # (B,1,80,16)
+        mel = torch.from_numpy(np.array(chunk, np.float32))[:, None].to(dev)  # (B,1,80,16)
         return encoder(mel).cpu().numpy()
 
     out = _batched(run, np.asarray(mel_windows), batch) if len(mel_windows) else (
@@ -699,6 +700,21 @@ def sync_offset(face_emb: np.ndarray, audio_emb: np.ndarray, max_shift: int = 15
                       distances=dists, shifts=shifts)
 
 
+def dataset_offset(syncnet: SyncNet, ds: PreparedDataset, start: int = 0,
+                   stop: int | None = None, max_shift: int = 15,
+                   device: str | None = None) -> SyncOffset:
+    """`sync_offset` of frames [start, stop) of a prepared dataset (its own audio).
+
+    A real recording should give offset 0 (+-1) and a clear confidence; use it on the
+    validation block or the held-out tail to check a trained SyncNet.
+    """
+    stop = ds.n_frames if stop is None else stop
+    faces = dataset_faces(ds, syncnet.cfg, start, stop)
+    face_emb = embed_faces(syncnet, faces, device=device)
+    audio_emb = embed_audio(syncnet, np.asarray(ds.mel_windows()[start:stop]), device=device)
+    return sync_offset(face_emb, audio_emb, max_shift)
+
+
 __all__ = [
     "AudioEncoder",
     "AveWeightsError",
@@ -712,6 +728,7 @@ __all__ = [
     "audio_features",
     "count_parameters",
     "dataset_faces",
+    "dataset_offset",
     "embed_audio",
     "embed_faces",
     "evaluate",

@@ -124,6 +124,11 @@ class StepLoss:
         self.mouth = mouth
         self.perceptual, self.perceptual_name = losses.perceptual_loss()
         self.perceptual.to(device)
+        if syncnet is not None and cfg.train.window != cfg.syncnet.n_frames:
+            raise TrainError(
+                f"the sync loss shows SyncNet {cfg.syncnet.n_frames} consecutive frames, but "
+                f"train.window is {cfg.train.window}; set train.window="
+                f"{cfg.syncnet.n_frames} or train.sync_weight=0")
         self.syncnet = syncnet
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
@@ -392,6 +397,7 @@ def train_person(
             "use model.audio_mode='ave' (features from the person's own SyncNet)")
     ds = preprocess.load_dataset(name, dataset_root)
     out_dir = Path(checkpoints_root) / name
+    init_distributed(pick_device(device))
     rank, _ = _dist_info()
     sync_path = out_dir / "syncnet.pt"
     accuracy = None

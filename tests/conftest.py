@@ -25,3 +25,15 @@ def face_video(tmp_path_factory, astronaut) -> Path:
     root = tmp_path_factory.mktemp("datasets")
     (root / "face").mkdir()
     return write_face_video(root / "face" / "face.mp4", astronaut)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Small test models run fastest on one thread, and two threads on a busy 2-core machine
+    spin against each other (seen: 50x slower steps). Benchmarks, not tests, measure speed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -175,7 +175,7 @@ def test_sync_pairs_balance_alignment_and_offsets(talker):
     scfg = CFG.syncnet
     pairs = syncnet.SyncPairs(talker, 100, 300, scfg)
     assert len(pairs) == 2 * (200 - scfg.n_frames + 1)
-    labels = [pairs[i][2].item() for i in range(0, 60)]
+    labels = [pairs[i][2].item() for i in range(60)]
     assert sum(labels) == 30  # every even item in sync, every odd one off
     rng = np.random.default_rng(0)
     mels = talker.mel_windows()

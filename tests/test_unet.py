@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from synctalk_lib.config import PRESETS, get_config
 from synctalk_lib.unet import (
@@ -17,16 +18,6 @@ from synctalk_lib.unet import (
 
 MODES = sorted(AUDIO_MODES)
 HD328_PARAMETERS = {"ave": 12_186_935, "hubert": 12_186_935, "wenet": 12_986_871}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are small: one thread avoids OpenMP oversubscription on a busy machine
-    (2 threads ran the tiny training step 5-10x slower under background load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def inputs(model: Generator, batch: int = 2, seed: int = 0):
@@ -103,6 +94,22 @@ def ref_forward(sd, x, audio, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_hd328_parameter_count_equals_synctalk2d(mode):
     assert count_parameters(model_for("hd328", mode)) == HD328_PARAMETERS[mode]
+
+
+def forward_gflop(preset: str) -> float:
+    """Multiply and add counted apart (FlopCounterMode), on the meta device: no computation."""
+    with torch.device("meta"):
+        model = model_for(preset, "ave")
+        x, audio = torch.empty(1, 6, model.image_size, model.image_size), torch.empty(1, 32, 16, 16)
+    with FlopCounterMode(display=False) as counter:
+        model(x, audio)
+    return counter.get_total_flops() / 1e9
+
+
+def test_hd328_costs_9_77_gflop_and_the_cpu_preset_30x_less():
+    hd328 = forward_gflop("hd328")
+    assert hd328 == pytest.approx(9.77, abs=0.005)
+    assert hd328 / forward_gflop("cpu") >= 30
 
 
 @pytest.mark.parametrize("mode", MODES)

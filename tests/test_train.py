@@ -1,0 +1,126 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synctalk_lib import checkpoint, data, preprocess, train
+from synctalk_lib.config import get_config
+
+TINY = get_config("tiny", {"train.batch_size": 2, "train.window": 2, "train.val_every": 5,
+                           "train.save_every": 5, "train.augment": False})
+
+
+@pytest.fixture(scope="module")
+def person(face_video, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    ds = preprocess.preprocess("face", root=root, cfg=get_config("tiny"), video=face_video,
+                               progress=False)
+    feats = np.random.default_rng(0).normal(size=(ds.n_frames, 512)).astype(np.float32)
+    return ds, feats
+
+
+def test_split_keeps_a_contiguous_tail_out():
+    split = data.split_frames(100, 0.1, 0.05)
+    assert split.heldout.tolist() == list(range(90, 100))
+    assert split.val.tolist() == list(range(85, 90))
+    assert split.train.tolist() == list(range(85))
+    with pytest.raises(ValueError, match="too few"):
+        data.split_frames(3, 0.5, 0.5)
+
+
+def test_batches_are_reproducible_and_ranks_disjoint():
+    a = train.batch_indices(7, 50, 4, seed=1, rank=0, world=2)
+    b = train.batch_indices(7, 50, 4, seed=1, rank=1, world=2)
+    assert np.array_equal(a, train.batch_indices(7, 50, 4, seed=1, rank=0, world=2))
+    assert not set(a) & set(b)
+    assert not np.array_equal(a, train.batch_indices(7, 50, 4, seed=2, rank=0, world=2))
+
+
+def test_samples_have_the_documented_shapes(person):
+    ds, feats = person
+    patches = data.model_patches(ds, TINY.model.image_size)
+    split = data.split_frames(ds.n_frames, 0.1, 0.05)
+    samples = data.GeneratorSamples.for_indices(patches, feats, ds.mel_windows(), split.train,
+                                                TINY, augment=True)
+    item = samples[0]
+    s = TINY.model.image_size
+    assert item["inputs"].shape == (2, 6, s, s) and item["targets"].shape == (2, 3, s, s)
+    assert item["audio"].shape == (2, 16, 512) and item["mel"].shape == (1, 80, 16)
+    x0, y0, x1, y1 = data.crop.mask_rect(TINY.crop, s)
+    assert item["inputs"][:, 3:, y0:y1, x0:x1].abs().sum() == 0
+    assert 0 <= item["inputs"].min() and item["inputs"].max() <= 1
+
+
+def test_tiny_generator_overfits_a_few_frames(person, tmp_path):
+    ds, feats = person
+    cfg = TINY.override({"train.heldout_fraction": 0.5, "train.val_fraction": 0.3,
+                         "train.lr": 3e-3, "train.perceptual_weight": 0.0})
+    result = train.train_generator(ds, cfg, tmp_path, feats, steps=60, progress=False,
+                                   log_every=5)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert (tmp_path / train.BEST).is_file()
+
+
+def test_resume_continues_exactly(person, tmp_path):
+    ds, feats = person
+    straight = train.train_generator(ds, TINY, tmp_path / "a", feats, steps=10, progress=False,
+                                     log_every=5)
+    train.train_generator(ds, TINY, tmp_path / "b", feats, steps=5, progress=False, log_every=5)
+    resumed = train.train_generator(ds, TINY, tmp_path / "b", feats, steps=10, progress=False,
+                                    log_every=5)
+    assert resumed.step == straight.step == 10
+    a = checkpoint.load_checkpoint(straight.checkpoint, kind="generator")["model"]
+    b = checkpoint.load_checkpoint(resumed.checkpoint, kind="generator")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert straight.history[-1]["loss"] == pytest.approx(resumed.history[-1]["loss"], rel=1e-5)
+
+
+def test_checkpoint_for_other_settings_is_a_clear_error(person, tmp_path):
+    ds, feats = person
+    result = train.train_generator(ds, TINY, tmp_path, feats, steps=5, progress=False)
+    wider = TINY.override({"model.channels": "16,32,64,128,256"})
+    with pytest.raises(checkpoint.CheckpointError, match="model.channels"):
+        train.load_generator(result.checkpoint, wider)
+    with pytest.raises(checkpoint.CheckpointError, match="model.channels"):
+        train.train_generator(ds, wider, tmp_path, feats, steps=6, progress=False)
+    with pytest.raises(checkpoint.CheckpointError, match="expected a syncnet"):
+        checkpoint.load_checkpoint(result.checkpoint, kind="syncnet")
+
+
+def test_feature_count_mismatch_is_a_clear_error(person, tmp_path):
+    ds, feats = person
+    with pytest.raises(train.TrainError, match="recompute the features"):
+        train.train_generator(ds, TINY, tmp_path, feats[:-3], steps=1, progress=False)
+
+
+def test_unpreprocessed_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(preprocess.PreprocessError, match="not preprocessed"):
+        train.train_person("nobody", TINY, dataset_root=tmp_path, checkpoints_root=tmp_path)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_gloo(person, tmp_path):
+    """The CLI under torchrun: two CPU processes, DDP over gloo, rank 0 writes."""
+    ds, _ = person
+    root = ds.paths.folder.parent
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29517", "-m", "synctalk_lib", "train", "--name", "face",
+           "--preset", "tiny", "--root", str(root), "--checkpoints", str(tmp_path),
+           "--steps", "4", "--syncnet-steps", "10", "--no-progress",
+           "--set", "train.save_every=2", "--set", "train.batch_size=2",
+           "--set", "train.window=5", "--set", "syncnet.val_fraction=0.3",
+           "--set", "train.heldout_fraction=0.0", "--set", "train.val_fraction=0.2"]
+    run = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = checkpoint.load_checkpoint(tmp_path / "face" / "generator_0000004.pt",
+                                       kind="generator")
+    assert state["step"] == 4
+    assert (tmp_path / "face" / "syncnet.pt").is_file()
