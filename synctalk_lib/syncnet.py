@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ class ConvBlock(nn.Module):
 class AudioEncoder(nn.Module):
     """Mel window → 512-d audio embedding (the `ave` feature); SyncTalk_2D's layout by default.
 
-    Frequency 80 is reduced by strides 3, 3, 3 and a final 3x3 valid conv (80 → 27 → 9 → 3 → 1);
+    Frequency 80 shrinks by strides 3, 3, 3 and a last 3x3 valid conv (80 → 27 → 9 → 3 → 1),
     time 16 by strides 1, 3, 2 and the same conv (16 → 16 → 6 → 3 → 1).
     """
 
@@ -202,10 +203,16 @@ def load_ave_weights(encoder: AudioEncoder, path: str | os.PathLike) -> AudioEnc
         raise AveWeightsError(
             f"no audio encoder weights at {path}; copy SyncTalk_2D's "
             "model/checkpoints/audio_visual_encoder.pth there, or train one with train_syncnet")
+    # tensors only (plus the numpy arrays of our checkpoints' RNG state): a downloaded .pth
+    # cannot run code while loading
+    safe = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise AveWeightsError(f"cannot read {path}: {exc}") from exc
+        with torch.serialization.safe_globals(safe):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise AveWeightsError(
+            f"cannot read {path} as a state dict of tensors ({type(exc).__name__}): damaged, "
+            "not a PyTorch file, or it holds other Python objects") from exc
     for key in ("model", "state_dict"):  # our checkpoints and common training wrappers
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -309,8 +316,11 @@ class SyncPairs(torch.utils.data.Dataset):
         if n_starts < 2 * cfg.min_shift + 1:
             raise ValueError(f"frames {start}..{stop} hold {max(n_starts, 0)} windows of "
                              f"{cfg.n_frames} frames; need at least {2 * cfg.min_shift + 1} "
-                             "for off-sync pairs: use a longer video, or change syncnet.val_fraction / "
-                             "train.heldout_fraction")
+                             "for off-sync pairs: use a longer video, or change "
+                             "syncnet.val_fraction / train.heldout_fraction")
+        if not 1 <= cfg.min_shift <= cfg.max_shift:
+            raise ValueError(f"need 1 <= syncnet.min_shift <= syncnet.max_shift, got "
+                             f"{cfg.min_shift}, {cfg.max_shift}")
         self.n_starts = n_starts
         mels = ds.mel_windows()
         self.mels = np.array(mels[start: start + n_starts], np.float32)
@@ -500,6 +510,12 @@ def train_syncnet(
     if resume and last_path.is_file():
         payload = checkpoint.load_checkpoint(last_path, kind=CKPT_KIND, map_location=dev)
         _check_same_settings(payload["config"].syncnet, scfg, last_path)
+        where = {"dataset": ds.paths.name, "split": dataclasses.asdict(split)}
+        if {k: payload["extra"].get(k) for k in where} != where:
+            raise checkpoint.CheckpointError(
+                f"{last_path} was trained on {payload['extra'].get('dataset')!r} frames "
+                f"{payload['extra'].get('split')}, not {where}; use resume=False or another "
+                "out_dir")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         step = payload["step"]
@@ -629,7 +645,7 @@ def audio_features(encoder: AudioEncoder, mel_windows: np.ndarray, batch: int = 
 
 
 def stack_windows(frames: np.ndarray, n_frames: int) -> np.ndarray:
-    """(N, S, S, 3) uint8 → (N - T + 1, 3T, S, S) float32 in [0, 1]: window i = frames i..i+T-1."""
+    """(N, S, S, 3) uint8 → (N - T + 1, 3T, S, S) float32 in [0, 1]; window i: frames i..i+T-1."""
     x = np.lib.stride_tricks.sliding_window_view(frames, n_frames, axis=0)  # (W, S, S, 3, T)
     x = x.transpose(0, 4, 3, 1, 2)  # (W, T, 3, S, S)
     return x.reshape(len(x), -1, *frames.shape[1:3]).astype(np.float32) / 255.0

@@ -152,6 +152,9 @@ def test_load_ave_weights_rejects_wrong_files(tmp_path):
     _save_reference_file(narrow, tmp_path / "narrow.pth")
     with pytest.raises(syncnet.AveWeightsError, match="other sizes"):
         syncnet.load_ave_weights(enc, tmp_path / "narrow.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    with pytest.raises(syncnet.AveWeightsError, match="cannot read"):
+        syncnet.load_ave_weights(enc, tmp_path / "garbage.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(syncnet.AveWeightsError, match="not a state dict"):
         syncnet.load_ave_weights(enc, tmp_path / "list.pth")
@@ -231,6 +234,11 @@ def test_tiny_syncnet_learns_sync_on_a_synthetic_talker(talker, tmp_path):
     assert result.path.is_file() and result.best_step in [h["step"] for h in history]
     model = syncnet.load_syncnet(result.path)
     assert not model.training
+    # the trained audio side is the generator's `ave` encoder, loadable on its own
+    enc = syncnet.load_ave_weights(syncnet.AudioEncoder(CFG.syncnet.audio_channels), result.path)
+    mels = talker.mel_windows()[:6]
+    np.testing.assert_allclose(syncnet.audio_features(enc, mels),
+                               syncnet.audio_features(model.audio_encoder, mels), atol=1e-6)
     fig = syncnet.plot_syncnet_history(history)
     assert len(fig.axes) == 2
 
