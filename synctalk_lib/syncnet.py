@@ -37,10 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import checkpoint, crop
+from . import checkpoint, data
 from .config import Config, SyncNetConfig
+from .device import pick_device
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -260,18 +261,8 @@ def resize_faces(patches: np.ndarray, size: int) -> np.ndarray:
 
 def dataset_faces(ds: PreparedDataset, cfg: SyncNetConfig, start: int = 0,
                   stop: int | None = None) -> np.ndarray:
-    """Inner crop patches of frames [start, stop) resized for SyncNet: (N, S, S, 3) uint8 RGB.
-
-    Frames are read one by one from the memory-mapped crop cache, so memory holds only the
-    small copies (1500 frames at 64 px: 18 MB).
-    """
-    crops, ccfg = ds.crops(), ds.config.crop
-    stop = ds.n_frames if stop is None else stop
-    out = np.empty((max(stop - start, 0), cfg.image_size, cfg.image_size, 3), np.uint8)
-    for n, i in enumerate(range(start, stop)):
-        out[n] = cv2.resize(np.asarray(crop.inner(crops[i], ccfg)),
-                            (cfg.image_size, cfg.image_size), interpolation=cv2.INTER_AREA)
-    return out
+    """Inner crop patches of frames [start, stop) resized for SyncNet: (N, S, S, 3) uint8 RGB."""
+    return data.model_patches(ds, cfg.image_size, start, stop)
 
 
 def window_loudness(mel_windows: np.ndarray) -> np.ndarray:
@@ -401,16 +392,17 @@ class Split:
 
 
 def split_frames(n_frames: int, cfg: Config) -> Split:
-    """Training block, then a contiguous validation block, then the held-out tail (if any).
+    """Training block, then a contiguous validation block, then the held-out tail.
 
-    The tail is `train.heldout_fraction` of the video (kept for evaluating the generator, never
-    trained on); validation is the `syncnet.val_fraction` block right before it. Without a
-    held-out setting validation is simply the last `val_fraction` of the video.
+    The same split as the generator's (`data.split_frames`): the tail is
+    `train.heldout_fraction` of the video, never trained on; validation is the
+    `syncnet.val_fraction` block right before it.
     """
-    heldout = float(cfg.flat().get("train.heldout_fraction", 0.0))
-    end = n_frames - round(heldout * n_frames)
-    val_start = end - round(cfg.syncnet.val_fraction * n_frames)
-    return Split(train=(0, val_start), val=(val_start, end))
+    parts = data.split_frames(n_frames, cfg.train.heldout_fraction, cfg.syncnet.val_fraction)
+    if len(parts.val) == 0:
+        raise ValueError(f"syncnet.val_fraction={cfg.syncnet.val_fraction} leaves no validation "
+                         f"frames among {n_frames}; raise it or use a longer video")
+    return Split(train=(0, len(parts.train)), val=(int(parts.val[0]), int(parts.val[-1]) + 1))
 
 
 def sync_loss(face: torch.Tensor, audio: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -434,10 +426,6 @@ class SyncNetResult:
     step: int  # steps trained in total (including resumed ones)
     split: Split
     seconds: float  # wall time of this call
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _val_batches(pairs: SyncPairs, n_pairs: int, batch: int
@@ -492,7 +480,7 @@ def train_syncnet(
     started = time.perf_counter()
     scfg = cfg.syncnet
     total = scfg.steps if steps is None else steps
-    dev = _device(device)
+    dev = pick_device(device)
     out_dir = Path(out_dir)
     split = split_frames(ds.n_frames, cfg)
     loud = loud_windows(ds.mel_windows(), scfg.silence_fraction)
@@ -535,7 +523,8 @@ def train_syncnet(
     half = scfg.batch_size // 2
     losses: list[float] = []
     tick = time.perf_counter()
-    bar = tqdm(total=total, initial=step, desc="syncnet", unit="step", disable=not progress)
+    bar = progress_bar(total=total, initial=step, desc="syncnet", unit="step",
+                       enabled=progress)
     while step < total:
         rng = np.random.default_rng((scfg.seed, step))  # a batch depends on its step only
         windows = rng.integers(0, train.n_starts, half)
@@ -592,7 +581,7 @@ def load_syncnet(path: str | os.PathLike, device: str | None = None) -> SyncNet:
     payload = checkpoint.load_checkpoint(path, kind=CKPT_KIND)
     model = SyncNet(payload["config"].syncnet)
     model.load_state_dict(payload["model"])
-    return model.to(_device(device)).eval()
+    return model.to(pick_device(device)).eval()
 
 
 def plot_syncnet_history(history: list[dict[str, float]]) -> Figure:
