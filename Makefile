@@ -21,6 +21,8 @@ lint: setup
 
 bench: setup
 	$(PY) bench/preprocess.py
+	$(PY) bench/model.py
+	$(PY) bench/train.py
 
 clean-demo:
 	rm -rf dataset/demo checkpoints/demo outputs/demo

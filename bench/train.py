@@ -1,0 +1,112 @@
+"""Training throughput (frames/s) and peak memory per preset, through the real training loop.
+
+Each preset runs in its own process (so peak RSS is its own) on a short synthetic talking-face
+clip: `train.train_generator` with every loss term on (a randomly initialised SyncNet stands in
+for a trained one: the cost is the same). The first step is warm-up; the rest are timed.
+`hd328` also runs SyncTalk_2D's own step shape (batch 8 single frames, no sync/temporal
+terms), the figure DESIGN.md §9 gives for the reference (11.5-22.6 s per step on this CPU).
+Writes JSON to outputs/bench/train.json and prints a table.
+
+    .venv/bin/python bench/train.py [--presets tiny cpu hd328] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REFERENCE_S_PER_STEP = (11.5, 22.6)  # SyncTalk_2D, batch 8, L1 + Adam, eager fp32 (§9)
+CASES = {
+    "tiny": {},
+    "cpu": {},
+    "hd328": {},
+    "hd328-reference-step": {"train.window": 1, "train.perceptual_weight": 0.0},
+}
+
+
+def make_dataset(root: Path) -> None:
+    from preprocess import make_clip  # bench/preprocess.py
+
+    from synctalk_lib import preprocess
+    from synctalk_lib.config import get_config
+
+    (root / "clip").mkdir(parents=True)
+    make_clip(root / "clip" / "clip.mp4", 8.0)
+    preprocess.preprocess("clip", root=root, cfg=get_config("cpu"), progress=False)
+
+
+def run_case(case: str, root: Path, steps: int) -> dict:
+    import torch
+
+    from synctalk_lib import preprocess, syncnet, train
+    from synctalk_lib.config import get_config
+
+    preset = case.split("-")[0]
+    cfg = get_config(preset, {**CASES[case], "train.heldout_fraction": 0.0,
+                              "train.val_fraction": 0.2, "train.val_every": 10**6,
+                              "train.save_every": 10**6})
+    ds = preprocess.load_dataset("clip", root)
+    feats = np.random.default_rng(0).normal(size=(ds.n_frames, 512)).astype(np.float32)
+    expert = syncnet.SyncNet.from_config(cfg) if cfg.train.window > 1 else None
+    out = Path(tempfile.mkdtemp(prefix=f"bench-train-{case}-"))
+    result = train.train_generator(ds, cfg, out, feats, syncnet=expert, steps=steps,
+                                   progress=False, log_every=1)
+    times = [h["s_per_step"] for h in result.history]
+    step_s = float(np.median(times[1:])) if len(times) > 1 else times[0]
+    frames = cfg.train.batch_size * cfg.train.window
+    return {"case": case, "threads": torch.get_num_threads(), "frames_per_step": frames,
+            "s_per_step": round(step_s, 3), "frames_per_s": round(frames / step_s, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--steps", type=int, default=4, help="timed steps + 1 warm-up")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "train.json")
+    args = parser.parse_args()
+    if args.one:  # child process: one case, JSON on stdout
+        print(json.dumps(run_case(args.one, args.root, args.steps)))
+        return 0
+    sys.path.insert(0, str(Path(__file__).parent))
+    root = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    make_dataset(root)
+    rows = []
+    for case in args.presets:
+        steps = args.steps if not case.startswith("hd328") else min(args.steps, 3)
+        done = subprocess.run([sys.executable, __file__, "--one", case, "--root", str(root),
+                               "--steps", str(steps)], capture_output=True, text=True,
+                              check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    ref = next((r for r in rows if r["case"] == "hd328-reference-step"), None)
+    if ref:
+        ref["vs_reference"] = [round(r / ref["s_per_step"], 2) for r in REFERENCE_S_PER_STEP]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"{'case':<22}{'frames/step':>12}{'s/step':>9}{'frames/s':>10}{'peak MB':>9}")
+    for r in rows:
+        print(f"{r['case']:<22}{r['frames_per_step']:>12}{r['s_per_step']:>9.2f}"
+              f"{r['frames_per_s']:>10.2f}{r['peak_rss_mb']:>9}")
+    if ref:
+        lo, hi = ref["vs_reference"]
+        print(f"hd328 reference-shaped step vs SyncTalk_2D's 11.5-22.6 s: {lo}x-{hi}x "
+              "(target >= 1.5x; reference measured on this CPU, DESIGN.md §9)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
