@@ -289,8 +289,9 @@ PRESETS: dict[str, Config] = {
         "syncnet.image_size": 128, "syncnet.face_channels": (32, 64, 128, 256, 512),
         "syncnet.face_res_blocks": 2, "syncnet.batch_size": 64, "syncnet.lr": 2e-4,
         "syncnet.steps": 20000, "syncnet.eval_every": 500, "syncnet.val_pairs": 2048,
-        # train: SyncTalk_2D's schedule, 100 epochs at batch 8 and lr 1e-3 (a GPU job)
-        "train.epochs": 100, "train.batch_size": 8, "train.save_every": 2000,
+        # train: SyncTalk_2D's 100 epochs at lr 1e-3 (a GPU job); 2 windows x 5 frames = 10
+        # frames a step, about the memory of its batch of 8 (8 windows of 5 needed > 24 GB)
+        "train.epochs": 100, "train.batch_size": 2, "train.save_every": 2000,
         "train.val_every": 500,
     }),
 }
