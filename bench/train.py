@@ -30,7 +30,8 @@ CASES = {
     "tiny": {},
     "cpu": {},
     "hd328": {},
-    "hd328-reference-step": {"train.window": 1, "train.perceptual_weight": 0.0},
+    "hd328-reference-step": {"train.window": 1, "train.batch_size": 8,
+                             "train.perceptual_weight": 0.0},
 }
 
 
