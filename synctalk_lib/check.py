@@ -710,7 +710,7 @@ def _title_of(report: CheckReport, *names: str) -> str:
 
 # ---------------------------------------------------------------- small helpers
 
-def _runs(mask: np.ndarray) -> np.ndarray:
+def true_runs(mask: np.ndarray) -> np.ndarray:
     """(K, 2) [start, end) of the True runs of a 1-D bool mask."""
     padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
@@ -725,7 +725,7 @@ def _drop_short_runs(mask: np.ndarray, min_len: int, value: bool) -> np.ndarray:
     """
     mask = np.asarray(mask, bool).copy()
     target = mask if value else ~mask
-    for start, end in _runs(target):
+    for start, end in true_runs(target):
         if end - start < min_len:
             mask[start:end] = not value
     return mask
@@ -733,7 +733,7 @@ def _drop_short_runs(mask: np.ndarray, min_len: int, value: bool) -> np.ndarray:
 
 def _longest_run(mask: np.ndarray, at: Literal["any", "start", "end"] = "any") -> int:
     """Length in frames of the longest True run, or of the run touching the start/end."""
-    runs = _runs(mask)
+    runs = true_runs(mask)
     if not len(runs):
         return 0
     if at == "start":

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import audio, crop, files, landmarks, media
+from . import audio, check, crop, files, landmarks, media
 from .config import Config, get_config
 from .progress import progress_bar
 from .source import FrameSource, ImageFolderFrames, VideoFrames
@@ -347,7 +347,8 @@ def _landmark_stage(
     if n_found < n:
         log.warning("no face in %d of %d frames; filled from neighbouring frames", n - n_found, n)
     return {"scheme": scheme.name, "frames_without_face": n - n_found,
-            "missing_ranges": _ranges(~found)[:50], "from_lms_files": existing is not None}
+            "missing_ranges": check.true_runs(~found)[:50].tolist(),
+            "from_lms_files": existing is not None}
 
 
 def _existing_lms(
@@ -397,12 +398,6 @@ def _fill_missing(points: np.ndarray, found: np.ndarray) -> np.ndarray:
     for j in range(flat.shape[1]):
         flat[~found, j] = np.interp(t[~found], good, flat[good, j])
     return flat.reshape(points.shape)
-
-
-def _ranges(mask: np.ndarray) -> list[list[int]]:
-    """[[start, stop), …] runs of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
 
 
 def _crop_stage(
@@ -471,8 +466,6 @@ def _check_stage(paths: DatasetPaths, cfg: Config, meta: dict[str, Any]) -> dict
 
 def run_check(paths: DatasetPaths, cfg: Config, meta: dict[str, Any]):
     """The recording check on a (possibly partly) preprocessed dataset."""
-    from . import check
-
     points = np.load(paths.cached("points.npy"))
     src = meta["source"]
     if src["kind"] == "video":
