@@ -51,6 +51,16 @@ def feature_window(features: np.ndarray, index: int, width: int = AUDIO_WINDOW) 
     return features[pos]
 
 
+def resize_patches(patches: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB (array or memmap) → (N, size, size, 3) uint8, area-averaged."""
+    if patches.shape[1:3] == (size, size):
+        return np.ascontiguousarray(patches)
+    out = np.empty((len(patches), size, size, 3), np.uint8)
+    for i in range(len(patches)):
+        out[i] = cv2.resize(np.asarray(patches[i]), (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def model_patches(ds: PreparedDataset, image_size: int, start: int = 0,
                   stop: int | None = None) -> np.ndarray:
     """(N, S, S, 3) uint8 RGB inner patches of frames [start, stop) at a model's size.
@@ -61,13 +71,7 @@ def model_patches(ds: PreparedDataset, image_size: int, start: int = 0,
     ccfg = ds.config.crop
     crops = ds.crops()[start:stop]
     patches = crops[:, ccfg.ring: ccfg.size - ccfg.ring, ccfg.ring: ccfg.size - ccfg.ring]
-    if image_size == ccfg.inner:
-        return patches
-    out = np.empty((len(crops), image_size, image_size, 3), np.uint8)
-    for i in range(len(crops)):
-        out[i] = cv2.resize(np.asarray(patches[i]), (image_size, image_size),
-                            interpolation=cv2.INTER_AREA)
-    return out
+    return patches if image_size == ccfg.inner else resize_patches(patches, image_size)
 
 
 def mouth_box(ds: PreparedDataset, image_size: int, margin: float = 0.35) -> tuple[int, ...]:

@@ -97,3 +97,11 @@ def digest_of(data: Any) -> str:
     """Stable short digest of JSON-serialisable settings, for cache keys."""
     text = json.dumps(data, sort_keys=True, default=_json_default)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where torch keeps downloaded weights ($TORCH_HOME/hub/checkpoints). The workbench only
+    reads optional weights from there; it never downloads."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(home) / "hub" / "checkpoints"

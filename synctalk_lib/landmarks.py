@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import files
 from .config import LandmarkConfig
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class FaceAlignmentDetector:
     scheme = FAN68
 
     def __init__(self, weights_dir: str = "", device: str | None = None):
-        folder = Path(weights_dir) if weights_dir else _torch_hub_checkpoints()
+        folder = Path(weights_dir) if weights_dir else files.torch_hub_checkpoints()
         missing = [f for f in FACE_ALIGNMENT_FILES if not (folder / f).is_file()]
         if missing:
             raise LandmarkError(
@@ -188,13 +189,6 @@ class FaceAlignmentDetector:
 
     def close(self) -> None:
         pass
-
-
-def _torch_hub_checkpoints() -> Path:
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
-    )
-    return Path(home) / "hub" / "checkpoints"
 
 
 def make_detector(cfg: LandmarkConfig, video: bool = True) -> Detector:

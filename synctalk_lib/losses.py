@@ -8,12 +8,13 @@ downloaded); otherwise MS-SSIM, which needs no weights. `perceptual_loss_name` s
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import files
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def _vgg19_features() -> nn.Sequential:
 
 
 def find_vgg19_weights() -> Path | None:
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
-    path = Path(home) / "hub" / "checkpoints" / VGG19_FILE
+    path = files.torch_hub_checkpoints() / VGG19_FILE
     return path if path.is_file() else None
 
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -247,16 +246,6 @@ def load_ave_weights(encoder: AudioEncoder, path: str | os.PathLike) -> AudioEnc
 
 
 # ----------------------------------------------------------------------------------- data
-
-
-def resize_faces(patches: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB → (N, size, size, 3) uint8 RGB (area interpolation)."""
-    if patches.shape[1:3] == (size, size):
-        return np.ascontiguousarray(patches)
-    out = np.empty((len(patches), size, size, 3), np.uint8)
-    for i, patch in enumerate(patches):
-        out[i] = cv2.resize(np.asarray(patch), (size, size), interpolation=cv2.INTER_AREA)
-    return out
 
 
 def dataset_faces(ds: PreparedDataset, cfg: SyncNetConfig, start: int = 0,
@@ -653,7 +642,7 @@ def embed_faces(syncnet: SyncNet, patches: np.ndarray, batch: int = 128,
     if len(patches) < cfg.n_frames:
         raise ValueError(f"need at least {cfg.n_frames} frames, got {len(patches)}")
     dev = torch.device(device) if device else next(syncnet.parameters()).device
-    frames = resize_faces(np.asarray(patches), cfg.image_size)
+    frames = data.resize_patches(np.asarray(patches), cfg.image_size)
     syncnet.to(dev).eval()
     chunks = []
     for i in range(0, len(frames) - cfg.n_frames + 1, batch):
@@ -741,7 +730,6 @@ __all__ = [
     "load_syncnet",
     "loud_windows",
     "plot_syncnet_history",
-    "resize_faces",
     "split_frames",
     "stack_windows",
     "sync_loss",
