@@ -175,10 +175,6 @@ class SyncNet(nn.Module):
         return (face * audio).sum(1)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # ------------------------------------------------------------------ SyncTalk_2D's AVE weights
 
 
@@ -720,7 +716,6 @@ __all__ = [
     "SyncOffset",
     "SyncPairs",
     "audio_features",
-    "count_parameters",
     "dataset_faces",
     "dataset_offset",
     "embed_audio",

@@ -10,6 +10,7 @@ import torch
 
 from synctalk_lib import audio, syncnet
 from synctalk_lib.config import SyncNetConfig, get_config
+from synctalk_lib.unet import count_parameters
 
 CFG = get_config("tiny")
 
@@ -110,7 +111,7 @@ def test_face_encoder_fits_preset_image_size(preset):
 
 def test_audio_encoder_has_synctalk2d_layout():
     enc = syncnet.AudioEncoder()
-    assert syncnet.count_parameters(enc) == AVE_PARAMS
+    assert count_parameters(enc) == AVE_PARAMS
     ours = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
     expected = {f"audio_encoder.{k}": v for k, v in _ave_reference_shapes().items()}
     assert ours == expected
