@@ -57,6 +57,39 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"generator step {gen.step} ({gen.perceptual} perceptual term): {gen.checkpoint}")
 
 
+def _cmd_infer(args: argparse.Namespace) -> None:
+    from . import infer
+
+    if not args.audio and not args.text:
+        raise SystemExit("give --audio FILE/FOLDER (repeatable) or --text 'words to say'")
+    overrides = _overrides(args.set)
+    for key, value in (("infer.mode", args.mode), ("infer.batch_size", args.batch_size),
+                       ("infer.crf", args.crf), ("infer.start_frame", args.start_frame)):
+        if value is not None:
+            overrides[key] = value
+    if args.loop_back:
+        overrides["infer.loop_back"] = True
+    avatar = infer.Avatar.load(
+        args.name, dataset_root=args.root, checkpoints_root=args.checkpoints,
+        output_root=args.outputs, checkpoint=args.checkpoint, preset=args.preset,
+        overrides=overrides, backend=args.backend, device=args.device,
+    )
+    print(f"{args.name}: {avatar.checkpoint.name} on {avatar.backend.describe()}")
+    results = []
+    if args.text:
+        speech = infer.speak(args.text, voice=args.voice)
+        out = args.out or avatar.output_root / args.name / "text.mp4"
+        results.append(avatar.render(speech, out, progress=not args.no_progress))
+    for audio in args.audio:
+        if Path(audio).is_dir():
+            results += avatar.render_many(audio, args.out, progress=not args.no_progress)
+        else:
+            out = args.out if args.out and len(args.audio) == 1 and not args.text else None
+            results.append(avatar.render(audio, out, progress=not args.no_progress))
+    for r in results:
+        print(f"{r.path}  {r.n_frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m synctalk_lib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -100,6 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. train.lr=1e-4)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("infer", help="make a video of a trained person speaking new audio")
+    p.add_argument("--name", required=True)
+    p.add_argument("--audio", action="append", default=[], type=Path,
+                   help="wav/mp3/m4a/flac… or a folder of them (repeatable: one video each)")
+    p.add_argument("--text", help="say this with the offline TTS (espeak-ng) instead")
+    p.add_argument("--voice", default="en-us", help="espeak-ng voice for --text")
+    p.add_argument("--out", type=Path, help="output .mp4 (one input) or folder (a folder "
+                   "input); default outputs/<name>/<audio name>.mp4")
+    p.add_argument("--root", default="dataset", help="dataset folder")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
+    p.add_argument("--outputs", default="outputs", help="output folder")
+    p.add_argument("--checkpoint", help="generator checkpoint file (default: best, else newest)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="refuse a checkpoint trained with another preset")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    p.add_argument("--mode", choices=["bounce", "core"],
+                   help="core = real idle footage during pauses")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 18)")
+    p.add_argument("--start-frame", type=int)
+    p.add_argument("--loop-back", action="store_true", help="end on the start frame")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. infer.silence_db=-45)")
+    p.set_defaults(func=_cmd_infer)
     return parser
 
 

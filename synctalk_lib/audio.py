@@ -35,12 +35,68 @@ def melspectrogram(wav: np.ndarray, cfg: AudioConfig, sample_rate: int = 16_000)
     spec = np.abs(librosa.stft(
         y=emphasised, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
     ))
+    return _normalised_mel(spec, cfg, sample_rate)
+
+
+def _normalised_mel(spec: np.ndarray, cfg: AudioConfig, sample_rate: int) -> np.ndarray:
+    """(1 + n_fft/2, T) magnitudes -> (T, n_mels) normalised log-mel."""
     mel = _mel_basis(sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ spec
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - cfg.ref_level_db
     # symmetric normalisation of [min_level_db, 0] dB to [-max_abs, max_abs], clipped
     scaled = (2 * cfg.max_abs_value) * ((db - cfg.min_level_db) / -cfg.min_level_db)
     scaled -= cfg.max_abs_value
     return np.clip(scaled, -cfg.max_abs_value, cfg.max_abs_value).T.astype(np.float32)
+
+
+class MelStream:
+    """`melspectrogram` computed chunk by chunk as audio arrives, for live inference.
+
+    Each mel frame depends only on n_fft samples around it (librosa pads the ends with zeros
+    and the pre-emphasis filter carries one sample of state), so pushing audio in any chunks
+    and then calling `finish` gives the same frames as one call on the whole signal.
+    """
+
+    def __init__(self, cfg: AudioConfig, sample_rate: int = 16_000) -> None:
+        self.cfg, self.sample_rate = cfg, sample_rate
+        self._zi = np.zeros(1)
+        half = cfg.n_fft // 2
+        self._buf = np.zeros(half, np.float64)  # the zero padding before sample 0
+        self._buf_start = -half  # absolute sample index of _buf[0]
+        self.n_samples = 0
+        self.n_done = 0  # mel frames produced so far
+
+    def push(self, wav: np.ndarray) -> np.ndarray:
+        """Add samples; return the mel frames (K, n_mels) that are now complete."""
+        wav = np.asarray(wav, np.float64).reshape(-1)
+        emphasised, self._zi = scipy.signal.lfilter([1.0, -self.cfg.preemphasis], [1.0], wav,
+                                                    zi=self._zi)
+        self._buf = np.concatenate([self._buf, emphasised])
+        self.n_samples += len(wav)
+        half = self.cfg.n_fft // 2
+        ready = (self.n_samples - half) // self.cfg.hop_length + 1 if self.n_samples >= half else 0
+        return self._frames(ready)
+
+    def finish(self) -> np.ndarray:
+        """The remaining frames, computed with the end padded by zeros as librosa does."""
+        total = 1 + self.n_samples // self.cfg.hop_length
+        self._buf = np.concatenate([self._buf, np.zeros(self.cfg.n_fft, np.float64)])
+        return self._frames(total)
+
+    def _frames(self, upto: int) -> np.ndarray:
+        cfg = self.cfg
+        if upto <= self.n_done:
+            return np.zeros((0, cfg.n_mels), np.float32)
+        first = self.n_done * cfg.hop_length - cfg.n_fft // 2 - self._buf_start
+        last = (upto - 1) * cfg.hop_length + cfg.n_fft - cfg.n_fft // 2 - self._buf_start
+        spec = np.abs(librosa.stft(
+            y=self._buf[first:last], n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+            win_length=cfg.win_length, center=False,
+        ))
+        self.n_done = upto
+        keep = self.n_done * cfg.hop_length - cfg.n_fft // 2 - self._buf_start
+        self._buf = self._buf[keep:]
+        self._buf_start += keep
+        return _normalised_mel(spec, cfg, self.sample_rate)
 
 
 def mel_frames_per_video_frame(cfg: AudioConfig, media: MediaConfig) -> float:

@@ -162,6 +162,25 @@ class SyncNetConfig:
 
 
 @dataclass(frozen=True)
+class InferConfig:
+    """Rendering new audio with a trained person (DESIGN.md §6). A checkpoint carries these;
+    `infer.Avatar.load(..., overrides={"infer.mode": "core"})` changes them per session."""
+
+    backend: str = "auto"  # "auto" (fastest available) | "torch" | "onnx"
+    batch_size: int = 8  # frames per generator call
+    crf: int = 18  # x264 quality of the output video
+    x264_preset: str = "veryfast"  # "medium" costs ~4x the encode time at 1080p for ~10% size
+    mode: str = "bounce"  # "bounce" | "core": silent stretches play real idle footage unchanged
+    start_frame: int = 0  # first template frame
+    loop_back: bool = False  # end on the start frame (clips can be chained / looped seamlessly)
+    silence_db: float = -40.0  # a 40 ms frame quieter than this (dBFS) is silent
+    min_silence_s: float = 0.3  # shorter pauses count as speech (the mouth just closes)
+    feather: float = 0.06  # width of the paste-back fade, as a fraction of the crop side
+    colour_match: bool = True  # shift the generated patch's colour to match its surroundings
+    template_gop: int = 16  # keyframe interval of the cached template video (random access)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; `PRESETS` holds named variants."""
 
@@ -174,6 +193,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     syncnet: SyncNetConfig = field(default_factory=SyncNetConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -138,3 +138,42 @@ def real_vs_generated(real: np.ndarray, generated: np.ndarray, indices: np.ndarr
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     return fig
+
+
+def render_strip(video: str | Path, wav: np.ndarray, boxes: np.ndarray, templates: list[int],
+                 silent: list[bool], n: int = 8, fps: float = 25, sample_rate: int = 16_000,
+                 path: str | Path | None = None) -> Figure:
+    """A rendered video at a glance: the waveform with silent stretches shaded, and the lower
+    face of `n` frames spread over it (cut with each frame's template box)."""
+    from . import crop, media
+    from .templates import silent_runs
+
+    n_frames = len(templates)
+    picks = np.linspace(0, n_frames - 1, n).round().astype(int)
+    faces, wanted = {}, set(picks.tolist())
+    for i, frame in enumerate(media.read_frames(video, fps=fps)):
+        if i in wanted:
+            faces[i] = crop.crop_face(frame, boxes[templates[i]], 160)
+    fig = Figure(figsize=(1.6 * n, 3.6), layout="constrained")
+    grid = fig.add_gridspec(2, n, height_ratios=(1, 1.6))
+    wave = fig.add_subplot(grid[0, :])
+    t = np.arange(len(wav)) / sample_rate
+    wave.plot(t, wav, lw=0.4, color="tab:blue")
+    for start, stop in silent_runs(np.asarray(silent, bool), 1):
+        wave.axvspan(start / fps, stop / fps, color="0.85", lw=0)
+    for i in picks:
+        wave.axvline(i / fps, color="tab:red", lw=0.8)
+    wave.set_xlim(0, max(len(wav) / sample_rate, n_frames / fps))
+    wave.set_xlabel("seconds (grey: silence, lips held closed)")
+    wave.set_yticks([])
+    for k, i in enumerate(picks):
+        ax = fig.add_subplot(grid[1, k])
+        ax.imshow(faces[int(i)])
+        ax.set_title(f"{i / fps:.2f} s", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+

@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` when the block succeeds.
@@ -38,6 +44,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes it private (0600); give it normal permissions
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

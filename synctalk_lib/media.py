@@ -233,6 +233,22 @@ def read_frames(
     return _stream(cmd, size) if count != 0 else (f for f in ())
 
 
+def read_frames_cfr(path: str | os.PathLike, fps: float, start: int, count: int,
+                    size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Frames [start, start + count) of a constant-rate file this workbench wrote itself.
+
+    Seeks straight to the keyframe before `start` and decodes from there (no safety margin and
+    no fps filter, which `read_frames` needs for arbitrary sources), so with a short keyframe
+    interval a random block costs about one GOP of decoding. size: (width, height) of the file.
+    """
+    seek = ["-ss", f"{(start - 0.5) / fps:.6f}"] if start > 0 else []
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", *seek, "-i", str(path),
+           "-map", "0:V:0", "-vf", _video_filter(None, 0, size), "-frames:v", str(count),
+           "-fps_mode", "passthrough", "-sws_flags", SWS_FLAGS, "-f", "rawvideo",
+           "-pix_fmt", "rgb24", "pipe:1"]
+    return _stream(cmd, size)
+
+
 def _stream(cmd: list[str], size: tuple[int, int]) -> Iterator[np.ndarray]:
     width, height = size
     log.debug("stream %s", shlex.join(cmd))
@@ -336,9 +352,11 @@ class VideoWriter:
         preset: str = "medium",
         audio: str | os.PathLike | np.ndarray | None = None,
         sample_rate: int = 16000,
+        gop: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.fps, self.crf, self.preset = fps, crf, preset
+        self.gop = gop  # fixed keyframe interval: any frame decodes after at most gop - 1 others
         self.frames_written = 0
         self._rate = _rate(fps)
         self._audio = audio
@@ -375,7 +393,10 @@ class VideoWriter:
             log.info("padding %dx%d frames to even size for yuv420p", width, height)
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
         cmd += ["-sws_flags", SWS_FLAGS, "-c:v", "libx264", "-preset", self.preset, "-crf",
-                str(self.crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self._video)]
+                str(self.crf), "-pix_fmt", "yuv420p"]
+        if self.gop:
+            cmd += ["-g", str(self.gop), "-keyint_min", str(self.gop), "-sc_threshold", "0"]
+        cmd += ["-movflags", "+faststart", str(self._video)]
         log.debug("encode %s", shlex.join(cmd))
         self._cmd = cmd
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,

@@ -276,7 +276,7 @@ class Generator(nn.Module):
         x6 = self.downs[4](x5)  # (B, 512, 10, 10)
         a = self.audio(audio)  # (B, 512, 10, 10)
         if a.shape[-2:] != x6.shape[-2:]:
-            a = _resize(a, x6.shape[-2:])  # only when S != 320
+            a = _resize(a, (int(x6.shape[-2]), int(x6.shape[-1])))  # only when S != 320
         x6 = self.fuse(torch.cat([x6, a], dim=1))  # (B, 256, 10, 10)
         y = self.ups[0](x6, x5)  # (B, 128, 20, 20)
         y = self.ups[1](y, x4)  # (B, 64, 40, 40)
@@ -301,7 +301,7 @@ class Generator(nn.Module):
             )
 
 
-def _resize(a: torch.Tensor, size: torch.Size) -> torch.Tensor:
+def _resize(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Average down (or bilinearly up) the audio map to the image bottleneck's side."""
     if size[0] <= a.shape[-2] and size[1] <= a.shape[-1]:
         return F.adaptive_avg_pool2d(a, size)

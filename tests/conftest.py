@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class TrainedPerson:
+    name: str
+    dataset_root: Path
+    checkpoints_root: Path
+    heldout_wav: Path
+
+
+@pytest.fixture(scope="session")
+def trained_person(tmp_path_factory) -> TrainedPerson:
+    """A 10 s demo person, preprocessed and trained with the `tiny` preset (~1 min): enough
+    for inference and serving tests, not for quality."""
+    from synctalk_lib import demo, preprocess, train
+    from synctalk_lib.config import get_config
+
+    root = tmp_path_factory.mktemp("person")
+    paths = demo.make_demo(root / "dataset", "talker", seconds=10, lead_silence=1.0)
+    cfg = get_config("tiny")
+    preprocess.preprocess("talker", root=root / "dataset", cfg=cfg, progress=False)
+    train.train_person("talker", cfg, dataset_root=root / "dataset",
+                       checkpoints_root=root / "checkpoints", steps=20, syncnet_steps=50,
+                       progress=False)
+    return TrainedPerson("talker", root / "dataset", root / "checkpoints", paths.heldout_wav)

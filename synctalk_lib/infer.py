@@ -1,0 +1,584 @@
+"""Inference: a trained person speaks new audio (DESIGN.md §6).
+
+    audio chunks ─> MelStream ─> audio encoder ─> features + silence flags (FeatureStream)
+                 ─> template frame per output frame (TemplatePlan, TemplateReader)
+                 ─> generator in batches (backends) ─> colour-matched feathered paste-back
+                 ─> frames (LipSyncStream) ─> H.264 + audio (VideoWriter), atomically
+
+Everything streams: the offline `Avatar.render` is the live `LipSyncStream` fed with blocks
+of a file, so both give the same frames, and memory does not grow with the audio's length.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+import torch
+
+from . import audio as audio_lib
+from . import backends, crop, media, syncnet, templates, unet
+from .checkpoint import CheckpointError
+from .config import Config, get_config
+from .data import AUDIO_WINDOW
+from .device import pick_device
+from .preprocess import PreparedDataset, PreprocessError, load_dataset
+from .progress import progress_bar
+from .train import BEST, checkpoints_of, load_generator
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".webm", ".mp4")
+MIN_AUDIO_S = 0.2  # shorter audio cannot fill one mel window: refuse rather than guess
+
+
+class InferError(RuntimeError):
+    """Inference cannot run: unknown person, no checkpoint, unusable audio …"""
+
+
+# ---------------------------------------------------------------------- audio → features
+
+
+def frame_level_db(samples: np.ndarray) -> float:
+    """Loudness of one frame's samples in dBFS (digital silence → -120)."""
+    if len(samples) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20 * np.log10(max(rms, 1e-6))
+
+
+class FeatureStream:
+    """Audio in, per-frame generator inputs out, each as soon as it can no longer change.
+
+    Frame t needs: its mel window (0.2 s from t), the features of t-8 .. t+7 (the generator's
+    audio window) and the silence decisions of those frames (a quiet stretch counts as silence
+    only once it has lasted `min_silence` frames). Silent frames get the features of digital
+    silence, so pauses give one still, closed mouth instead of noise-driven twitching.
+    """
+
+    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], cfg: Config) -> None:
+        self.cfg, self._encode = cfg, encode  # (B, 1, 80, 16) mel windows -> (B, F)
+        self.mel = audio_lib.MelStream(cfg.audio, cfg.media.sample_rate)
+        self.hop = cfg.media.sample_rate // cfg.media.fps  # samples per video frame
+        self.min_silence = max(1, round(cfg.infer.min_silence_s * cfg.media.fps))
+        self._mel_cols: list[np.ndarray] = []  # mel frames from _mel_base on
+        self._mel_base = 0
+        self._tail = np.zeros(0, np.float32)  # samples of the frame not yet complete
+        self.raw_quiet: list[bool] = []
+        self.silent: list[bool] = []  # final decisions, frame 0 on
+        self._run_start = 0
+        self._features: dict[int, np.ndarray] = {}
+        self.n_featured = 0  # frames 0..n_featured-1 have features
+        self.n_frames: int | None = None  # known after finish()
+        self.n_samples = 0
+        mute = np.full((1, 1, cfg.audio.n_mels, cfg.audio.mel_window), -cfg.audio.max_abs_value,
+                       np.float32)
+        self.silence_feature = self._encode(mute)[0]
+
+    # -- input
+    def push(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        self.n_samples += len(samples)
+        self._add_mel(self.mel.push(samples))
+        self._tail = np.concatenate([self._tail, samples])
+        n_whole = len(self._tail) // self.hop
+        for k in range(n_whole):
+            chunk = self._tail[k * self.hop:(k + 1) * self.hop]
+            self.raw_quiet.append(frame_level_db(chunk) < self.cfg.infer.silence_db)
+        self._tail = self._tail[n_whole * self.hop:]
+        self._decide(final=False)
+        self._featurise(final=False)
+
+    def finish(self) -> None:
+        self.n_frames = audio_lib.n_video_frames(self.n_samples, self.cfg.media)
+        self._add_mel(self.mel.finish())
+        while len(self.raw_quiet) < self.n_frames:  # the last, partial frame
+            self.raw_quiet.append(frame_level_db(self._tail) < self.cfg.infer.silence_db)
+            self._tail = self._tail[:0]
+        del self.raw_quiet[self.n_frames:]
+        self._decide(final=True)
+        self._featurise(final=True)
+
+    def _add_mel(self, cols: np.ndarray) -> None:
+        self._mel_cols.extend(cols)
+
+    # -- silence
+    def _decide(self, final: bool) -> None:
+        raw, need = self.raw_quiet, self.min_silence
+        while len(self.silent) < len(raw):
+            u = len(self.silent)
+            if not raw[u]:
+                self.silent.append(False)
+                continue
+            if u == 0 or not raw[u - 1]:
+                self._run_start = u
+            a = self._run_start
+            window = raw[a: a + need]
+            if len(window) == need and all(window):
+                self.silent.append(True)
+            elif not all(raw[u:]) or final:
+                self.silent.append(False)  # the quiet run ended (or the audio did) too soon
+            else:
+                break  # wait for more audio
+
+    # -- features
+    def _featurise(self, final: bool) -> None:
+        cfg, win = self.cfg, self.cfg.audio.mel_window
+        n_mel = self._mel_base + len(self._mel_cols)
+        if final:
+            upto = self.n_frames
+        else:
+            starts = audio_lib.mel_window_start(np.arange(self.n_featured, self.n_featured + 256),
+                                                cfg.audio, cfg.media)
+            upto = self.n_featured + int(np.sum(starts + win <= n_mel))
+        if upto <= self.n_featured:
+            return
+        mel = np.asarray(self._mel_cols, np.float32).reshape(-1, cfg.audio.n_mels)
+        if final and n_mel < win:  # audio shorter than one window: pad with the quietest value
+            pad = np.full((win - n_mel, cfg.audio.n_mels), -cfg.audio.max_abs_value, np.float32)
+            mel, n_mel = np.concatenate([mel, pad]), win
+        frames = np.arange(self.n_featured, upto)
+        starts = audio_lib.mel_window_start(frames, cfg.audio, cfg.media)
+        starts = np.minimum(starts, n_mel - win) - self._mel_base
+        windows = mel[starts[:, None] + np.arange(win)[None, :]].transpose(0, 2, 1)
+        feats = self._encode(np.ascontiguousarray(windows)[:, None])
+        for t, f in zip(frames.tolist(), feats, strict=True):
+            self._features[t] = f
+        self.n_featured = upto
+        if not final:  # mel frames no later window can use
+            keep_from = int(audio_lib.mel_window_start(upto, cfg.audio, cfg.media))
+            drop = max(0, keep_from - self._mel_base)
+            del self._mel_cols[:drop]
+            self._mel_base += drop
+
+    # -- output
+    def n_ready(self) -> int:
+        """Frames 0..n_ready-1 have final generator inputs."""
+        if self.n_frames is not None:
+            return min(self.n_frames, self.n_featured, len(self.silent))
+        return max(0, min(self.n_featured, len(self.silent)) - AUDIO_WINDOW // 2 + 1)
+
+    def window(self, t: int) -> np.ndarray:
+        """(16, F) features of frames t-8 .. t+7 (edges repeated, as in training)."""
+        last = (self.n_frames or self.n_featured) - 1
+        rows = []
+        for u in range(t - AUDIO_WINDOW // 2, t + AUDIO_WINDOW - AUDIO_WINDOW // 2):
+            u = min(max(u, 0), last)
+            rows.append(self.silence_feature if self.silent[u] else self._features[u])
+        return np.stack(rows)
+
+    def release(self, before: int) -> None:
+        """Forget features no window of a frame >= `before` uses."""
+        for u in [u for u in self._features if u < before - AUDIO_WINDOW // 2]:
+            del self._features[u]
+
+
+# ---------------------------------------------------------------------- paste-back
+
+
+class Compositor:
+    """Puts generated mouth patches back into full frames without a visible box.
+
+    Only the masked rectangle is replaced, through a feathered mask; its colour is first
+    shifted so that the feather band (where generated and real skin overlap) matches on
+    average, which removes the tint a hard paste shows as a seam.
+    """
+
+    def __init__(self, cfg: Config, crop_cfg) -> None:
+        self.ccfg = crop_cfg
+        self.alpha = crop.paste_mask(crop_cfg, cfg.infer.feather)
+        inner = self.alpha[crop_cfg.ring: crop_cfg.size - crop_cfg.ring,
+                           crop_cfg.ring: crop_cfg.size - crop_cfg.ring]
+        band = np.flatnonzero((inner > 0.05) & (inner < 0.95))
+        self.band = band[:: max(1, len(band) // 4000)]  # a few thousand pixels give the mean
+        self.colour_match = cfg.infer.colour_match
+
+    def patch_in_crop(self, crop_img: np.ndarray, patch: np.ndarray) -> np.ndarray:
+        """The crop with its inner patch replaced by the (upscaled, colour-matched) output."""
+        n = self.ccfg.inner
+        if patch.shape[0] != n:
+            patch = cv2.resize(patch, (n, n), interpolation=cv2.INTER_LINEAR)
+        if self.colour_match:
+            real = crop.inner(crop_img, self.ccfg).reshape(-1, 3)[self.band]
+            shift = real.mean(axis=0) - patch.reshape(-1, 3)[self.band].mean(axis=0)
+            patch = cv2.add(patch, (*(float(v) for v in shift), 0.0))  # saturating uint8
+        return crop.with_inner(crop_img, patch, self.ccfg)
+
+    def __call__(self, frame: np.ndarray, crop_img: np.ndarray, box: np.ndarray,
+                 patch: np.ndarray) -> np.ndarray:
+        return crop.paste_back(frame, self.patch_in_crop(crop_img, patch), box, self.alpha)
+
+
+# ---------------------------------------------------------------------- the person
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    n_frames: int
+    seconds: float  # wall time of the whole render
+    backend: str
+    templates: list[int]  # the person's frame under each output frame
+    silent: list[bool]  # frames whose audio counted as silence
+
+    @property
+    def silent_frames(self) -> int:
+        return int(sum(self.silent))
+
+    @property
+    def fps(self) -> float:
+        return self.n_frames / max(self.seconds, 1e-9)
+
+
+def _list_people(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and (checkpoints_of(p) or (p / BEST).is_file()))
+
+
+def find_checkpoint(name: str, checkpoints_root: str | Path = "checkpoints",
+                    checkpoint: str | Path | None = None) -> Path:
+    """The generator checkpoint to use: an explicit file, else best, else the newest."""
+    if checkpoint is not None and Path(checkpoint).is_file():
+        return Path(checkpoint)
+    folder = Path(checkpoints_root) / name
+    if checkpoint is not None:
+        candidate = folder / Path(checkpoint).name
+        if candidate.is_file():
+            return candidate
+        raise InferError(f"checkpoint {checkpoint} not found (looked in {folder})")
+    if not folder.is_dir():
+        known = _list_people(Path(checkpoints_root))
+        raise InferError(f"no trained person {name!r} in {checkpoints_root}; known: "
+                         f"{', '.join(known) or 'none'}. Train it first (notebooks/02_train)")
+    if (folder / BEST).is_file():
+        return folder / BEST
+    saved = checkpoints_of(folder)
+    if not saved:
+        raise InferError(f"{folder} holds no generator checkpoint; train {name!r} first "
+                         f"(`python -m synctalk_lib train --name {name}`)")
+    return saved[-1]
+
+
+def _encoder_for(ds: PreparedDataset, ckpt_dir: Path, ave_weights: str | Path | None,
+                 backend: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """The audio encoder whose features the generator was trained on, as a numpy function."""
+    if ave_weights is None:
+        key = ds.paths.cached("aud_ave.json")
+        source = Path(json.loads(key.read_text())["encoder"]) if key.is_file() else None
+        if source is not None and source.name != "syncnet.pt":
+            ave_weights = source
+    if ave_weights is not None:
+        encoder = syncnet.AudioEncoder()
+        syncnet.load_ave_weights(encoder, ave_weights)
+        source = Path(ave_weights)
+    else:
+        source = ckpt_dir / "syncnet.pt"
+        if not source.is_file():
+            raise InferError(f"{source} is missing: the generator's audio features come from "
+                             "the person's SyncNet; train again or pass ave_weights=")
+        encoder = syncnet.load_syncnet(source, device="cpu").audio_encoder
+    encoder.eval()
+    if backend == "onnx":
+        return backends.cached_onnx(encoder, {"mel": torch.zeros(1, 1, 80, 16)}, source,
+                                    "audio_encoder")
+    encoder.to(device)
+
+    def encode(windows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return encoder(torch.from_numpy(windows).to(device)).float().cpu().numpy()
+
+    return encode
+
+
+class Avatar:
+    """A trained person ready to speak: dataset, generator backend and audio encoder."""
+
+    def __init__(self, name: str, cfg: Config, ds: PreparedDataset, backend: backends.Backend,
+                 encode: Callable[[np.ndarray], np.ndarray], checkpoint: Path,
+                 output_root: Path) -> None:
+        self.name, self.cfg, self.dataset = name, cfg, ds
+        self.backend, self.encode = backend, encode
+        self.checkpoint, self.output_root = checkpoint, output_root
+        self.crop_cfg = ds.config.crop
+        self.crops = ds.crops()
+        self.boxes = ds.boxes()
+        self.n_frames = ds.n_frames
+        self.compositor = Compositor(cfg, self.crop_cfg)
+        self.reader = templates.TemplateReader(ds.frames(), ds.paths.cache, cfg.infer.template_gop)
+        centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+        self.idle_runs = self._idle_runs(ds, cfg)
+        self.centres = centres
+
+    @classmethod
+    def load(cls, name: str, dataset_root: str | Path = "dataset",
+             checkpoints_root: str | Path = "checkpoints", output_root: str | Path = "outputs",
+             checkpoint: str | Path | None = None, preset: str | None = None,
+             overrides: dict | None = None, backend: str | None = None,
+             device: str | None = None, ave_weights: str | Path | None = None) -> Avatar:
+        """Load person `name`: checkpoints/<name>/generator_best.pt (or `checkpoint`).
+
+        preset: if given, the checkpoint must have been trained with it (clear error if not);
+        overrides: e.g. {"infer.mode": "core", "infer.batch_size": 16}; backend: "auto",
+        "torch" or "onnx" (default: the config's, normally auto).
+        """
+        path = find_checkpoint(name, checkpoints_root, checkpoint)
+        try:
+            ds = load_dataset(name, dataset_root)
+        except PreprocessError as exc:
+            raise InferError(f"{exc} (the avatar's frames come from its dataset)") from exc
+        dev = pick_device(device)
+        want = get_config(preset) if preset else None
+        model, saved = load_generator(path, want, device="cpu")
+        if preset and saved.preset != preset:
+            raise CheckpointError(f"{path} was trained with preset {saved.preset!r}, not "
+                                  f"{preset!r}; leave preset out or train a {preset} model")
+        cfg = saved.override(overrides or {})
+        kind = backends.choose(backend or cfg.infer.backend, dev)
+        chosen = backends.make_backend(model, cfg, path, kind, str(dev))
+        log.info("%s: %s, %s", name, path.name, chosen.describe())
+        encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
+        return cls(name, cfg, ds, chosen, encode, path, Path(output_root))
+
+    @staticmethod
+    def _idle_runs(ds: PreparedDataset, cfg: Config) -> list[tuple[int, int]]:
+        """Runs of the recording where the person is silent (for core mode)."""
+        wav = ds.wav()
+        hop = cfg.media.sample_rate // cfg.media.fps
+        quiet = np.array([frame_level_db(wav[t * hop:(t + 1) * hop]) < cfg.infer.silence_db
+                          for t in range(ds.n_frames)])
+        return templates.silent_runs(quiet, max(2, round(cfg.infer.min_silence_s *
+                                                         cfg.media.fps)))
+
+    def still(self, index: int | None = None) -> np.ndarray:
+        """One real frame of the person (the start frame by default), (H, W, 3) uint8 RGB."""
+        return self.reader[self.cfg.infer.start_frame if index is None else index]
+
+    def stream(self, template_indices: Iterable[int] | None = None) -> LipSyncStream:
+        """A live session: push audio chunks, get finished frames (see LipSyncStream)."""
+        return LipSyncStream(self, template_indices)
+
+    def frames(self, wav: np.ndarray, template_indices: Iterable[int] | None = None,
+               block: int = 16_000) -> Iterator[np.ndarray]:
+        """All frames for (N,) float32 16 kHz audio, streamed."""
+        live = self.stream(template_indices)
+        for i in range(0, len(wav), block):
+            yield from live.push(wav[i:i + block])
+        yield from live.finish()
+
+    def render(self, audio: str | os.PathLike | np.ndarray, out: str | os.PathLike | None = None,
+               template_indices: Iterable[int] | None = None, progress: bool = True,
+               allow_silent: bool = False) -> RenderResult:
+        """Render one video: 25 fps H.264 with the audio muxed, as long as the audio.
+
+        audio: a file (wav/mp3/m4a/flac/…, any rate and channels) or (N,) float32 16 kHz.
+        out: the .mp4 (default outputs/<name>/<audio stem>.mp4); written atomically.
+        template_indices: the person's frame for each output frame (default: bouncing, or
+        the config's loop-back / core mode).
+        """
+        t0 = time.perf_counter()
+        sr = self.cfg.media.sample_rate
+        with contextlib.ExitStack() as stack:
+            wav_path = stack.enter_context(_as_wav(audio, sr))
+            info = sf.info(str(wav_path))
+            n_out = audio_lib.n_video_frames(info.frames, self.cfg.media)
+            _check_audio(wav_path, info.frames / sr, self.cfg, allow_silent)
+            if out is None:
+                stem = Path(audio).stem if not isinstance(audio, np.ndarray) else "speech"
+                out = self.output_root / self.name / f"{stem}.mp4"
+            if template_indices is None and self.cfg.infer.loop_back:
+                template_indices = templates.loop_back_sequence(
+                    n_out, self.n_frames, self.cfg.infer.start_frame)
+            live = self.stream(template_indices)
+            bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
+                               enabled=progress)
+            with bar, media.VideoWriter(out, fps=self.cfg.media.fps, crf=self.cfg.infer.crf,
+                                        preset=self.cfg.infer.x264_preset,
+                                        audio=wav_path) as writer:
+                for block in sf.blocks(str(wav_path), blocksize=sr, dtype="float32"):
+                    for frame in live.push(block.mean(axis=1) if block.ndim > 1 else block):
+                        writer.write(frame)
+                        bar.update()
+                for frame in live.finish():
+                    writer.write(frame)
+                    bar.update()
+        return RenderResult(Path(out), live.n_written, time.perf_counter() - t0,
+                            self.backend.describe(), live.templates, list(live.features.silent))
+
+    def render_many(self, audios: Iterable[str | os.PathLike] | str | os.PathLike,
+                    out_dir: str | os.PathLike | None = None,
+                    progress: bool = True) -> list[RenderResult]:
+        """One video per audio file (a list, or every audio file in a folder)."""
+        if isinstance(audios, (str, os.PathLike)) and Path(audios).is_dir():
+            audios = sorted(p for p in Path(audios).iterdir()
+                            if p.suffix.lower() in AUDIO_SUFFIXES)
+        audios = [Path(a) for a in audios]
+        if not audios:
+            raise InferError("no audio files to render")
+        folder = Path(out_dir) if out_dir else self.output_root / self.name
+        return [self.render(a, folder / f"{a.stem}.mp4", progress=progress) for a in audios]
+
+
+# ---------------------------------------------------------------------- the stream
+
+
+class LipSyncStream:
+    """Push audio as it arrives (16 kHz mono float32, any chunk size), get finished frames.
+
+    Frame t (covering audio t/25 .. (t+1)/25 s) comes out once the audio up to about
+    t/25 + 0.5 s has arrived (the generator looks 7 frames ahead and a quiet stretch must last
+    `min_silence_s` to count as silence), or at `finish`. The frames equal an offline render of
+    the same audio.
+    """
+
+    def __init__(self, avatar: Avatar, template_indices: Iterable[int] | None = None) -> None:
+        self.avatar = avatar
+        cfg = avatar.cfg
+        self.features = FeatureStream(avatar.encode, cfg)
+        self._given = iter(template_indices) if template_indices is not None else None
+        core = cfg.infer.mode == "core"
+        if cfg.infer.mode not in ("bounce", "core"):
+            raise InferError(f"unknown infer.mode {cfg.infer.mode!r}; use 'bounce' or 'core'")
+        if core and not avatar.idle_runs:
+            log.warning("core mode: the recording has no silent stretch to play; bouncing")
+        self.plan = templates.TemplatePlan(avatar.n_frames, cfg.infer.start_frame,
+                                           avatar.idle_runs if core else None, avatar.centres)
+        self.core = core
+        self.templates: list[int] = []  # template index of each frame produced
+        self.n_written = 0
+        size = cfg.model.image_size
+        self._rect = crop.mask_rect(avatar.crop_cfg, size)
+        self._size = size
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="templates")
+
+    def push(self, samples: np.ndarray) -> list[np.ndarray]:
+        self.features.push(samples)
+        return self._produce()
+
+    def finish(self) -> list[np.ndarray]:
+        self.features.finish()
+        return self._produce()
+
+    def _template(self, t: int) -> int:
+        silent = self.features.silent[t]
+        if self._given is not None:
+            try:
+                return int(next(self._given))
+            except StopIteration:
+                raise InferError(f"template_indices ran out at frame {t}") from None
+        return self.plan.next(silent)
+
+    def _produce(self) -> list[np.ndarray]:
+        ready = self.features.n_ready()
+        batch = self.avatar.cfg.infer.batch_size
+        out: list[np.ndarray] = []
+        while self.n_written < ready:
+            stop = min(ready, self.n_written + batch)
+            out.extend(self._frames(range(self.n_written, stop)))
+            self.n_written = stop
+        self.features.release(self.n_written)
+        return out
+
+    def _frames(self, frames: range) -> list[np.ndarray]:
+        av = self.avatar
+        idx = [self._template(t) for t in frames]
+        self.templates.extend(idx)
+        # decode the template frames while the generator runs (both release the GIL)
+        decoded = self._pool.submit(lambda: [av.reader[i] for i in idx])
+        generate = [k for k, t in enumerate(frames)
+                    if not (self.core and self.features.silent[t] and av.idle_runs)]
+        patches: dict[int, np.ndarray] = {}
+        if generate:
+            inner = [crop.inner(np.asarray(av.crops[idx[k]]), av.crop_cfg) for k in generate]
+            patch_in = np.stack([p if p.shape[0] == self._size else
+                                 cv2.resize(p, (self._size, self._size),
+                                            interpolation=cv2.INTER_AREA) for p in inner])
+            ref = patch_in.transpose(0, 3, 1, 2).astype(np.float32) / 255
+            masked = ref.copy()
+            x0, y0, x1, y1 = self._rect
+            masked[:, :, y0:y1, x0:x1] = 0
+            windows = np.stack([self.features.window(frames[k]) for k in generate])
+            audio_in = unet.audio_window_to_input(torch.from_numpy(windows),
+                                                  av.cfg.model.audio_mode).numpy()
+            y = av.backend(np.concatenate([ref, masked], axis=1), audio_in)
+            y = np.clip(np.rint(y.transpose(0, 2, 3, 1) * 255), 0, 255).astype(np.uint8)
+            patches = dict(zip(generate, y, strict=True))
+        result = []
+        for k, (template, frame) in enumerate(zip(idx, decoded.result(), strict=True)):
+            if k in patches:
+                frame = av.compositor(frame, np.asarray(av.crops[template]), av.boxes[template],
+                                      patches[k])
+            result.append(frame)
+        return result
+
+
+# ---------------------------------------------------------------------- audio input
+
+
+@contextlib.contextmanager
+def _as_wav(audio: str | os.PathLike | np.ndarray, sample_rate: int) -> Iterator[Path]:
+    """Any audio (file of any format/rate/channels, or an array) as a temp 16 kHz mono wav."""
+    fd, name = tempfile.mkstemp(prefix="synctalk-audio-", suffix=".wav")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        if isinstance(audio, np.ndarray):
+            if audio.ndim != 1:
+                raise InferError(f"audio arrays must be mono (N,), got shape {audio.shape}")
+            sf.write(tmp, np.clip(audio.astype(np.float32), -1, 1), sample_rate,
+                     subtype="FLOAT")
+        else:
+            path = Path(audio)
+            if not path.is_file():
+                raise InferError(f"audio file {path} does not exist")
+            try:
+                info = media.probe(path)
+            except media.MediaError as exc:
+                raise InferError(f"cannot read {path} as audio: {exc}") from exc
+            if not info.has_audio:
+                raise InferError(f"{path} has no audio track")
+            try:
+                media.run_ffmpeg(["-y", "-i", str(path), "-map", "0:a:0", "-af",
+                                  f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1",
+                                  "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_f32le",
+                                  str(tmp)])
+            except media.MediaError as exc:
+                raise InferError(f"cannot decode the audio of {path}: {exc}") from exc
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_audio(wav_path: Path, seconds: float, cfg: Config, allow_silent: bool) -> None:
+    if seconds < MIN_AUDIO_S:
+        raise InferError(f"the audio is {seconds:.2f} s long; give at least {MIN_AUDIO_S} s")
+    if allow_silent:
+        return
+    hop = cfg.media.sample_rate // cfg.media.fps
+    for block in sf.blocks(str(wav_path), blocksize=hop * 250, dtype="float32"):
+        block = block.mean(axis=1) if block.ndim > 1 else block
+        levels = [frame_level_db(block[i:i + hop]) for i in range(0, len(block), hop)]
+        if max(levels) >= cfg.infer.silence_db:
+            return
+    raise InferError(f"the audio is silent (no 40 ms frame above {cfg.infer.silence_db} dBFS); "
+                     "give speech, or lower infer.silence_db for very quiet recordings")
+
+
+def speak(text: str, voice: str = "en-us", wpm: int = 160, sample_rate: int = 16_000
+          ) -> np.ndarray:
+    """Offline speech for `text` (espeak-ng), (N,) float32 at sample_rate."""
+    from . import tts
+
+    return tts.synthesize(text, voice=voice, wpm=wpm, sample_rate=sample_rate).audio

@@ -1,0 +1,284 @@
+"""Inference: streaming features, templates, backends, rendering and its failure modes."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from synctalk_lib import audio, backends, crop, infer, media, templates
+from synctalk_lib.checkpoint import CheckpointError
+from synctalk_lib.config import get_config
+
+
+def _load(person, **kw) -> infer.Avatar:
+    return infer.Avatar.load(person.name, dataset_root=person.dataset_root,
+                             checkpoints_root=person.checkpoints_root, **kw)
+
+
+@pytest.fixture(scope="module")
+def avatar(trained_person) -> infer.Avatar:
+    return _load(trained_person, backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def speech(trained_person) -> np.ndarray:
+    wav = media.load_audio(trained_person.heldout_wav)
+    first = int(np.argmax(np.abs(wav) > 0.05))  # skip the lead silence
+    return wav[first: first + 16000 * 4]
+
+
+# ------------------------------------------------------------------------- audio stream
+
+
+@pytest.mark.parametrize("n", [100, 800, 16_123, 48_037])
+def test_mel_stream_equals_whole_signal(n):
+    cfg = get_config("tiny").audio
+    rng = np.random.default_rng(n)
+    wav = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    stream = audio.MelStream(cfg)
+    parts, i = [], 0
+    while i < n:
+        k = int(rng.integers(1, 3000))
+        parts.append(stream.push(wav[i:i + k]))
+        i += k
+    parts.append(stream.finish())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa: n_fft larger than a very short signal
+        whole = audio.melspectrogram(wav, cfg)
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-5)
+
+
+def test_silence_needs_min_length():
+    cfg = get_config("tiny").override({"infer.min_silence_s": 0.2})  # 5 frames
+    hop = 640
+    loud = (np.sin(np.arange(hop * 10) * 0.3) * 0.3).astype(np.float32)
+    quiet_short = np.zeros(hop * 3, np.float32)
+    quiet_long = np.zeros(hop * 8, np.float32)
+    wav = np.concatenate([loud, quiet_short, loud, quiet_long, loud])
+    fs = infer.FeatureStream(lambda w: np.zeros((len(w), 512), np.float32), cfg)
+    for i in range(0, len(wav), 777):
+        fs.push(wav[i:i + 777])
+    fs.finish()
+    silent = np.array(fs.silent)
+    assert len(silent) == audio.n_video_frames(len(wav), cfg.media)
+    assert not silent[10:13].any()  # 3 quiet frames: a short pause, still speech
+    assert silent[23:31].all() and not silent[:23].any() and not silent[31:].any()
+
+
+# ------------------------------------------------------------------------- templates
+
+
+def test_bouncing_walks_forward_and_back():
+    plan = templates.TemplatePlan(4, start=1)
+    assert [plan.next() for _ in range(9)] == [1, 2, 3, 2, 1, 0, 1, 2, 3]
+
+
+def test_loop_back_ends_on_start():
+    seq = templates.loop_back_sequence(11, 5, start=2)
+    assert len(seq) == 11 and seq[0] == 2 and seq[-1] == 2
+    assert np.abs(np.diff(seq)).max() <= 1
+
+
+def test_core_plan_plays_idle_runs_during_silence():
+    plan = templates.TemplatePlan(100, start=0, idle_runs=[(40, 50)])
+    speech = [plan.next(False) for _ in range(5)]
+    quiet = [plan.next(True) for _ in range(15)]
+    after = [plan.next(False) for _ in range(3)]
+    assert speech == [0, 1, 2, 3, 4]
+    assert all(40 <= q < 50 for q in quiet)
+    assert np.abs(np.diff(quiet)).max() == 1  # a real walk through the idle footage
+    assert abs(after[0] - quiet[-1]) == 1  # leaving silence continues from there, no cut
+
+
+def test_template_reader_matches_a_sequential_read(trained_person, tmp_path):
+    from synctalk_lib.preprocess import load_dataset
+
+    ds = load_dataset(trained_person.name, trained_person.dataset_root)
+    reader = templates.TemplateReader(ds.frames(), tmp_path, block=8)
+    cached = list(media.read_frames(tmp_path / "templates_g8.mp4"))
+    assert len(cached) == ds.n_frames
+    for i in [0, 7, 8, 40, 39, 3, ds.n_frames - 1]:
+        np.testing.assert_array_equal(reader[i], cached[i])
+    original = next(iter(ds.frames().iter_frames(40, 1)))
+    assert np.abs(reader[40].astype(int) - original).mean() < 2.0  # CRF 12: near lossless
+
+
+# ------------------------------------------------------------------------- backends
+
+
+def test_onnx_agrees_with_torch(trained_person):
+    from synctalk_lib.train import load_generator
+
+    path = infer.find_checkpoint(trained_person.name, trained_person.checkpoints_root)
+    model, cfg = load_generator(path, device="cpu")
+    inputs = backends.generator_inputs(cfg)
+    rng = np.random.default_rng(0)
+    x = rng.random((3, *inputs["x"].shape[1:]), np.float32)
+    a = rng.random((3, *inputs["audio"].shape[1:]), np.float32)
+    torch_out = backends.make_backend(model, cfg, path, "torch", "cpu")(x, a)
+    onnx_out = backends.make_backend(model, cfg, path, "onnx", "cpu")(x, a)
+    assert onnx_out.shape == torch_out.shape == (3, 3, cfg.model.image_size,
+                                                 cfg.model.image_size)
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+
+def test_backends_render_the_same_frames(trained_person, avatar, speech):
+    torch_avatar = _load(trained_person, backend="torch")
+    a = list(avatar.frames(speech[:16000]))
+    b = list(torch_avatar.frames(speech[:16000]))
+    assert len(a) == len(b) == 25
+    assert max(np.abs(x.astype(int) - y).max() for x, y in zip(a, b, strict=True)) <= 2
+
+
+def test_unknown_backend_is_a_clear_error(trained_person):
+    with pytest.raises(backends.BackendError, match="unknown backend"):
+        _load(trained_person, backend="tensorrt")
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def test_render_length_audio_and_atomic_output(avatar, speech, tmp_path):
+    out = tmp_path / "out.mp4"
+    result = avatar.render(speech, out, progress=False)
+    info = media.probe(out)
+    n_expected = audio.n_video_frames(len(speech), avatar.cfg.media)
+    assert result.n_frames == n_expected == info.n_frames_at(25)
+    assert info.has_audio and info.fps == 25 and info.video_codec == "h264"
+    assert abs(info.duration - len(speech) / 16000) <= 1 / 25 + 0.03
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temp files left
+
+
+def test_streaming_equals_offline(avatar, speech):
+    offline = list(avatar.frames(speech, block=len(speech)))
+    live = avatar.stream()
+    streamed = []
+    rng = np.random.default_rng(1)
+    i = 0
+    while i < len(speech):
+        k = int(rng.integers(100, 5000))
+        streamed.extend(live.push(speech[i:i + k]))
+        i += k
+        assert len(streamed) >= audio.n_video_frames(i, avatar.cfg.media) - 25  # latency < 1 s
+    streamed.extend(live.finish())
+    assert len(streamed) == len(offline)
+    for a, b in zip(streamed, offline, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_paste_back_leaves_no_seam(avatar, speech):
+    """Colour step across the border of the pasted region ~ the real frame's own step."""
+    live = avatar.stream()
+    frames = live.push(speech[:16000 * 2]) + live.finish()
+    mask = avatar.compositor.alpha
+    ring = (mask > 0) & (mask < 0.2)  # just inside the fade's outer edge
+    outside = (mask == 0) & _dilate(mask > 0, 6)  # just outside it
+    steps_gen, steps_real = [], []
+    for frame, t in zip(frames, live.templates, strict=True):
+        real = avatar.reader[t]
+        for img, out in ((frame, steps_gen), (real, steps_real)):
+            c = crop.crop_face(img, avatar.boxes[t], avatar.crop_cfg.size).astype(float)
+            out.append(np.abs(c[ring].mean(0) - c[outside].mean(0)).mean())
+    assert np.mean(steps_gen) < np.mean(steps_real) + 3.0
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
+
+
+def test_silence_gives_a_still_mouth(avatar, speech):
+    """In a pause every frame gets the same audio input, and the generated mouth moves less
+    than the real footage underneath it does."""
+    pause = np.zeros(16000 * 2, np.float32)
+    wav = np.concatenate([speech[:16000], pause, speech[:16000]])
+    live = avatar.stream()
+    frames = live.push(wav) + live.finish()
+    silent = np.array(live.features.silent)
+    assert silent[27:73].all()  # the pause (frames 25..74), give or take the speech's own
+    inner = np.arange(35, 65)
+    assert all(silent[t - 8: t + 8].all() for t in inner)  # same (silence) audio window
+    mouth = _mouth_change(avatar, frames, live.templates, inner)
+    real = _mouth_change(avatar, [avatar.reader[t] for t in live.templates], live.templates,
+                         inner)
+    assert mouth <= real + 1.0
+
+
+def _mouth_change(avatar, frames, tmpl, idx) -> float:
+    size = avatar.crop_cfg.size
+    x0, y0, x1, y1 = (int(v * size / 64) for v in (20, 36, 44, 56))  # lower middle of the crop
+    crops = [crop.crop_face(frames[t], avatar.boxes[tmpl[t]], size)[y0:y1, x0:x1]
+             for t in idx]
+    return float(np.mean([np.abs(a.astype(int) - b).mean()
+                          for a, b in itertools.pairwise(crops)]))
+
+
+def test_core_mode_plays_real_footage_in_pauses(trained_person, speech):
+    core = _load(trained_person, backend="onnx", overrides={"infer.mode": "core"})
+    assert core.idle_runs, "the demo starts and ends with silence"
+    wav = np.concatenate([speech[:16000], np.zeros(16000, np.float32), speech[:8000]])
+    live = core.stream()
+    frames = live.push(wav) + live.finish()
+    silent = np.array(live.features.silent)
+    assert silent.sum() >= 15
+    for t in np.flatnonzero(silent):
+        np.testing.assert_array_equal(frames[t], core.reader[live.templates[t]])
+        assert any(a <= live.templates[t] < b for a, b in core.idle_runs)
+
+
+def test_render_many_from_a_folder(avatar, speech, tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    media.save_wav(folder / "a.wav", speech[:8000], 16000)
+    sf.write(folder / "b.flac", np.stack([speech[:12000]] * 2, 1), 44100)  # stereo, other rate
+    (folder / "notes.txt").write_text("not audio")
+    results = avatar.render_many(folder, tmp_path / "out", progress=False)
+    assert [r.path.name for r in results] == ["a.mp4", "b.mp4"]
+    assert results[1].n_frames == audio.n_video_frames(12000 * 16000 // 44100, avatar.cfg.media)
+
+
+# ------------------------------------------------------------------------- bad input
+
+
+def test_unknown_person_lists_known_ones(trained_person):
+    with pytest.raises(infer.InferError, match="known: talker"):
+        infer.Avatar.load("nobody", dataset_root=trained_person.dataset_root,
+                          checkpoints_root=trained_person.checkpoints_root)
+
+
+def test_no_checkpoint_says_train_first(trained_person, tmp_path):
+    (tmp_path / "talker").mkdir()
+    with pytest.raises(infer.InferError, match="train"):
+        infer.Avatar.load("talker", dataset_root=trained_person.dataset_root,
+                          checkpoints_root=tmp_path)
+
+
+def test_preset_mismatch_is_a_clear_error(trained_person):
+    with pytest.raises(CheckpointError, match="tiny"):
+        _load(trained_person, preset="cpu")
+
+
+@pytest.mark.parametrize("case", ["empty", "short", "silent", "corrupt", "missing", "video"])
+def test_bad_audio_leaves_nothing(avatar, tmp_path, case, trained_person):
+    out = tmp_path / "out.mp4"
+    src = tmp_path / "in.wav"
+    if case == "empty":
+        src.write_bytes(b"")
+    elif case == "short":
+        media.save_wav(src, np.full(1000, 0.3, np.float32), 16000)
+    elif case == "silent":
+        media.save_wav(src, np.zeros(32000, np.float32), 16000)
+    elif case == "corrupt":
+        src.write_bytes(b"RIFF" + bytes(range(256)) * 20)
+    elif case == "video":  # a video without sound
+        src = tmp_path / "mute.mp4"
+        media.write_video(src, [np.zeros((64, 64, 3), np.uint8)] * 5)
+    with pytest.raises(infer.InferError):
+        avatar.render(src, out, progress=False)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
