@@ -32,6 +32,7 @@ CASES = {
     "hd328": {},
     "hd328-reference-step": {"train.window": 1, "train.batch_size": 8,
                              "train.perceptual_weight": 0.0},
+    "reference-loop": {},  # not a preset: SyncTalk_2D's step re-created, see run_reference_loop
 }
 
 
@@ -46,8 +47,41 @@ def make_dataset(root: Path) -> None:
     preprocess.preprocess("clip", root=root, cfg=get_config("cpu"), progress=False)
 
 
+def run_reference_loop(steps: int) -> dict:
+    """SyncTalk_2D's training step re-created: U-Net 328 in NCHW, batch 8, L1 + Adam (lr 1e-3),
+    eager fp32: the baseline for our step in the same run (DESIGN.md §9 measured the real one
+    at 11.5-22.6 s on this CPU)."""
+    import time
+
+    import torch
+
+    from synctalk_lib import unet
+    from synctalk_lib.config import get_config
+
+    cfg = get_config("hd328")
+    model = unet.Generator.from_config(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(8, 6, 320, 320), torch.rand(8, 3, 320, 320)
+    audio = torch.rand(8, *unet.audio_feature_shape("ave"))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        opt.zero_grad()
+        loss = torch.nn.functional.l1_loss(model(x, audio), y)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    step_s = float(np.median(times[1:])) if len(times) > 1 else times[0]
+    return {"case": "reference-loop", "threads": torch.get_num_threads(), "frames_per_step": 8,
+            "s_per_step": round(step_s, 3), "frames_per_s": round(8 / step_s, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
 def run_case(case: str, root: Path, steps: int) -> dict:
     import torch
+
+    if case == "reference-loop":
+        return run_reference_loop(steps)
 
     from synctalk_lib import preprocess, syncnet, train
     from synctalk_lib.config import get_config
@@ -96,8 +130,11 @@ def main() -> int:
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     ref = next((r for r in rows if r["case"] == "hd328-reference-step"), None)
+    loop = next((r for r in rows if r["case"] == "reference-loop"), None)
     if ref:
         ref["vs_reference"] = [round(r / ref["s_per_step"], 2) for r in REFERENCE_S_PER_STEP]
+    if ref and loop:
+        ref["vs_reference_loop"] = round(loop["s_per_step"] / ref["s_per_step"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"{'case':<22}{'frames/step':>12}{'s/step':>9}{'frames/s':>10}{'peak MB':>9}")
@@ -108,6 +145,9 @@ def main() -> int:
         lo, hi = ref["vs_reference"]
         print(f"hd328 reference-shaped step vs SyncTalk_2D's 11.5-22.6 s: {lo}x-{hi}x "
               "(target >= 1.5x; reference measured on this CPU, DESIGN.md §9)")
+    if ref and loop:
+        print(f"hd328 reference-shaped step vs the re-created reference loop in this run: "
+              f"{ref['vs_reference_loop']}x")
     print(f"wrote {args.out}")
     return 0
 

@@ -139,8 +139,9 @@ class FeatureStream:
         if final:
             upto = self.n_frames
         else:
-            starts = audio_lib.mel_window_start(np.arange(self.n_featured, self.n_featured + 256),
-                                                cfg.audio, cfg.media)
+            per_frame = audio_lib.mel_frames_per_video_frame(cfg.audio, cfg.media)
+            candidates = np.arange(self.n_featured, int(n_mel / per_frame) + 2)
+            starts = audio_lib.mel_window_start(candidates, cfg.audio, cfg.media)
             upto = self.n_featured + int(np.sum(starts + win <= n_mel))
         if upto <= self.n_featured:
             return

@@ -282,3 +282,12 @@ def test_bad_audio_leaves_nothing(avatar, tmp_path, case, trained_person):
         avatar.render(src, out, progress=False)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_one_long_push_yields_nearly_everything(avatar, speech):
+    wav = np.tile(speech, 3)  # 12 s in one chunk
+    live = avatar.stream()
+    first = live.push(wav)
+    total = audio.n_video_frames(len(wav), avatar.cfg.media)
+    assert total - 25 <= len(first) < total
+    assert len(first) + len(live.finish()) == total
