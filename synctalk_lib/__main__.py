@@ -90,6 +90,20 @@ def _cmd_infer(args: argparse.Namespace) -> None:
         print(f"{r.path}  {r.n_frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps)")
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from . import server
+
+    given = {"name": args.name, "dataset_root": args.root, "checkpoints_root": args.checkpoints,
+             "output_root": args.outputs, "checkpoint": args.checkpoint, "backend": args.backend,
+             "device": args.device, "threads": args.threads, "host": args.host,
+             "port": args.port, "voice": args.voice, "piper_model": args.piper_model,
+             "max_text_chars": args.max_text_chars, "max_upload_mb": args.max_upload_mb,
+             "max_requests": args.max_requests, "debug": args.debug or None,
+             "overrides": _overrides(args.set) or None}
+    # flags left out fall back to SYNCTALK_* environment variables, then the defaults
+    server.serve(server.ServerSettings(**{k: v for k, v in given.items() if v is not None}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m synctalk_lib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -160,6 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. infer.silence_db=-45)")
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("serve", help="web page and HTTP API: the person speaks typed text or "
+                       "uploaded audio in the browser (FastAPI; docs at /docs)")
+    p.add_argument("--name", help="trained person (default: $SYNCTALK_NAME)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--root", help="dataset folder (default dataset)")
+    p.add_argument("--checkpoints", help="checkpoint folder (default checkpoints)")
+    p.add_argument("--outputs", help="output folder, for debug saves (default outputs)")
+    p.add_argument("--checkpoint", type=Path, help="generator checkpoint (default: best)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("--voice", help="espeak-ng voice (default en-us)")
+    p.add_argument("--piper-model", type=Path, help="a Piper voice .onnx to speak with instead")
+    p.add_argument("--max-text-chars", type=int, help="longest text accepted (default 1000)")
+    p.add_argument("--max-upload-mb", type=float, help="largest upload accepted (default 20)")
+    p.add_argument("--max-requests", type=int,
+                   help="animations at once; more get 503 (default 4)")
+    p.add_argument("--debug", action="store_true",
+                   help="save each request's frames and audio under outputs/<name>/debug/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. infer.mode=core)")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -257,3 +257,15 @@ def read_lms(path: str | os.PathLike) -> tuple[np.ndarray, Scheme]:
     if n > LEGACY_ROWS:
         return rows[LEGACY_ROWS:], scheme_for(n - LEGACY_ROWS)
     return rows, scheme_for(n)
+
+
+def fill_missing(points: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linear interpolation over time between the nearest frames with a face."""
+    if found.all():
+        return points
+    t = np.arange(len(found))
+    good = np.flatnonzero(found)
+    flat = points.reshape(len(found), -1).copy()
+    for j in range(flat.shape[1]):
+        flat[~found, j] = np.interp(t[~found], good, flat[good, j])
+    return flat.reshape(points.shape)

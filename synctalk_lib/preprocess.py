@@ -337,7 +337,7 @@ def _landmark_stage(
             f"at {first / cfg.media.fps:.1f} s. Trim the video to the part where the face is "
             "visible, or raise landmarks.max_missing_fraction"
         )
-    points = _fill_missing(points, found)
+    points = landmarks.fill_missing(points, found)
     if existing is None:
         with files.atomic_dir(paths.landmarks_dir) as tmp:
             for i in range(n):
@@ -386,18 +386,6 @@ def _detect_all(
     finally:
         detector.close()
     return points, found, scheme
-
-
-def _fill_missing(points: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """Linear interpolation over time between the nearest frames with a face."""
-    if found.all():
-        return points
-    t = np.arange(len(found))
-    good = np.flatnonzero(found)
-    flat = points.reshape(len(found), -1).copy()
-    for j in range(flat.shape[1]):
-        flat[~found, j] = np.interp(t[~found], good, flat[good, j])
-    return flat.reshape(points.shape)
 
 
 def _crop_stage(

@@ -1,0 +1,129 @@
+"""Evaluate a trained person: re-render its held-out tail and score it against the real one.
+
+The last `train.heldout_fraction` of the recording was never trained on. Its own audio drives
+the generator over its own frames (the templates are those very frames), so the real tail is
+the exact target: sync, PSNR/SSIM, landmark distance and mouth-opening correlation compare
+like with like, and the real tail's own scores are the ceiling. On the demo, the ground-truth
+mouth opening (`mouth_open.npy`) is an extra check. `evaluate_video` scores any other video
+(a SyncTalk_2D or Wav2Lip output, say) with the same networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import evaluate, infer, media, syncnet
+from .source import VideoFrames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PersonEvaluation:
+    """What `evaluate_person` made, for plots and the preview widget."""
+
+    report: dict[str, Any]
+    report_path: Path
+    side_by_side: Path | None
+    generated_video: Path
+    real: evaluate.ClipScores
+    generated: evaluate.ClipScores
+    start: int  # held-out frames [start, stop) of the recording
+    stop: int
+    truth: np.ndarray | None  # demo ground-truth opening of those frames, if any
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {c: self.report["clips"][c]["summary"] for c in ("real", "generated")}
+
+
+def _v2_network(path: str | os.PathLike | None, device: str | None):
+    """syncnet_python's network if its weights are on disk; None (with the reason) if not."""
+    try:
+        return evaluate.load_syncnet_v2(path, device=device)
+    except evaluate.SyncNetV2WeightsError as exc:
+        log.info("LSE-D / LSE-C skipped: %s", exc)
+        return None
+
+
+def evaluate_person(name: str, checkpoint: str | Path | None = None,
+                    dataset_root: str | Path = "dataset",
+                    checkpoints_root: str | Path = "checkpoints",
+                    output_root: str | Path = "outputs",
+                    syncnet_v2_path: str | Path | None = None, side_by_side: bool = True,
+                    backend: str | None = None, device: str | None = None,
+                    progress: bool = True) -> PersonEvaluation:
+    """Score one checkpoint (default: best) on the held-out tail; writes
+    outputs/<name>/eval/report_<checkpoint>.json (and report.json, the latest run), the
+    generated tail and a real | generated video."""
+    avatar = infer.Avatar.load(name, dataset_root=dataset_root,
+                               checkpoints_root=checkpoints_root, output_root=output_root,
+                               checkpoint=checkpoint, backend=backend, device=device)
+    ds, cfg = avatar.dataset, avatar.cfg
+    start, stop = evaluate.heldout_range(ds, cfg)
+    hop = cfg.media.sample_rate // cfg.media.fps
+    wav = ds.wav()[start * hop: stop * hop]
+    folder = Path(output_root) / name / "eval"
+    tag = avatar.checkpoint.stem
+    generated_video = avatar.render(wav, folder / f"heldout_{tag}.mp4",
+                                    template_indices=range(start, stop), progress=progress,
+                                    allow_silent=True).path
+    real = evaluate.dataset_clip(ds, start, stop, name="real", face_crops=True,
+                                 progress=progress)
+    frames = VideoFrames.open(generated_video, cfg.media.fps)
+    gen = evaluate.make_clip(frames, media.load_audio(generated_video), boxes=real.boxes,
+                             cfg=ds.config, name="generated", face_crops=True,
+                             progress=progress)
+    net = syncnet.load_syncnet(avatar.checkpoint.parent / "syncnet.pt", device=device)
+    net_v2 = _v2_network(syncnet_v2_path, device)
+    mask = avatar.compositor.alpha
+    real_scores = evaluate.evaluate_clip(real, net=net, net_v2=net_v2, progress=progress)
+    gen_scores = evaluate.evaluate_clip(gen, real=real, net=net, net_v2=net_v2,
+                                        paste_mask=mask, background=real, progress=progress)
+    truth = _ground_truth(ds.paths.folder, start, stop)
+    if truth is not None:
+        for scores in (real_scores, gen_scores):
+            corr = evaluate.ground_truth_correlation(scores.opening, truth)
+            scores.extra["truth_r"] = corr.r
+    extra = {"heldout_frames": [start, stop], "preset": cfg.preset,
+             "backend": avatar.backend.describe(),
+             "lse": "syncnet_v2" if net_v2 is not None else "not available (no weights)"}
+    report = evaluate.make_report([real_scores, gen_scores], name, avatar.checkpoint.name, extra)
+    path = evaluate.write_report(report, name, output_root, f"report_{tag}.json")
+    evaluate.write_report(report, name, output_root)
+    video = None
+    if side_by_side:
+        video = evaluate.write_side_by_side(
+            folder / f"side_by_side_{tag}.mp4", ds.frames().iter_frames(start, stop - start),
+            VideoFrames.open(generated_video, cfg.media.fps).iter_frames(), wav,
+            fps=cfg.media.fps, preset="veryfast")
+    return PersonEvaluation(report, path, video, generated_video, real_scores, gen_scores,
+                            start, stop, truth)
+
+
+def _ground_truth(folder: Path, start: int, stop: int) -> np.ndarray | None:
+    """The demo's true mouth opening of frames [start, stop), when the dataset is a demo."""
+    path = folder / "mouth_open.npy"
+    return np.load(path)[start:stop] if path.is_file() else None
+
+
+def evaluate_video(video: str | Path, name: str, audio: str | Path | None = None,
+                   checkpoints_root: str | Path = "checkpoints",
+                   syncnet_v2_path: str | Path | None = None, device: str | None = None,
+                   progress: bool = True) -> evaluate.ClipScores:
+    """Sync scores of any video of person `name` (its own SyncNet; LSE too when available).
+
+    audio: a separate audio file (default: the video's own track).
+    """
+    frames = VideoFrames.open(video, 25)
+    wav = media.load_audio(audio or video)
+    clip = evaluate.make_clip(frames, wav, name=Path(video).stem, face_crops=True,
+                              progress=progress)
+    net = syncnet.load_syncnet(Path(checkpoints_root) / name / "syncnet.pt", device=device)
+    return evaluate.evaluate_clip(clip, net=net, net_v2=_v2_network(syncnet_v2_path, device),
+                                  progress=progress)

@@ -1,0 +1,503 @@
+"""Avatar server: every endpoint, its bad inputs, and a load test over real loopback HTTP."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+from pydantic import ValidationError
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+httpx = pytest.importorskip("httpx")
+
+from synctalk_lib import audio, infer, media, server, tts
+from synctalk_lib.config import get_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _settings(person, tmp: Path, **kw) -> server.ServerSettings:
+    base = {"name": person.name, "dataset_root": person.dataset_root,
+            "checkpoints_root": person.checkpoints_root, "output_root": tmp / "outputs",
+            "temp_dir": tmp / "server-tmp", "warmup": False, "max_upload_mb": 1.0,
+            "max_text_chars": 200, "max_audio_s": 20.0}
+    return server.ServerSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def avatar(trained_person) -> infer.Avatar:
+    return infer.Avatar.load(trained_person.name, dataset_root=trained_person.dataset_root,
+                             checkpoints_root=trained_person.checkpoints_root)
+
+
+@pytest.fixture(scope="module")
+def app_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def client(trained_person, avatar, app_dir):
+    app = server.create_app(_settings(trained_person, app_dir), avatar)
+    with fastapi_testclient.TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def speech_wav(trained_person) -> bytes:
+    """2 s of the held-out speech as wav bytes (an upload)."""
+    wav = media.load_audio(trained_person.heldout_wav)
+    start = int(np.argmax(np.abs(wav) > 0.05))
+    return server.wav_bytes(wav[start:start + 32_000], 16_000)
+
+
+def _lines(resp) -> list[dict]:
+    assert resp.headers["content-type"].startswith(server.NDJSON)
+    return [json.loads(line) for line in resp.text.splitlines()]
+
+
+def _jpeg(b64: str) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None, "not a JPEG"
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _state(client) -> dict:
+    return client.get("/debug/status").json()
+
+
+# ------------------------------------------------------------------------- endpoints
+
+
+def test_health_reports_model_device_and_backend(client, trained_person):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["name"] == trained_person.name
+    assert body["checkpoint"].endswith(".pt") and body["preset"] == "tiny"
+    assert "onnx" in body["backend"] or "torch" in body["backend"]
+    assert body["device"] == "cpu" and body["fps"] == 25 and body["sample_rate"] == 16_000
+    assert body["tts"]["engine"] == "espeak"
+
+
+def test_page_and_its_assets_need_no_external_server(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        assert client.get(asset).status_code == 200
+    for text in (page.text, client.get("/static/app.js").text,
+                 client.get("/static/style.css").text):
+        assert "http://" not in text and "https://" not in text  # no CDN, works offline
+
+
+def test_openapi_docs_describe_the_stream_format(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/generate", "/generate-from-audio", "/avatar", "/get-tts-audio", "/health",
+            "/debug/status", "/debug/config"} <= set(spec["paths"])
+    assert '"type": "frame"' in spec["info"]["description"]
+
+
+def test_avatar_is_a_jpeg_still_of_the_person(client, avatar):
+    resp = client.get("/avatar")
+    assert resp.headers["content-type"] == "image/jpeg"
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(resp.content, np.uint8), cv2.IMREAD_COLOR),
+                       cv2.COLOR_BGR2RGB)
+    still = avatar.still()
+    assert img.shape == still.shape
+    assert np.abs(img.astype(int) - still).mean() < 3  # JPEG error only
+
+
+def test_tts_audio_is_the_spoken_text_as_wav(client):
+    resp = client.get("/get-tts-audio", params={"text": "Hello there, how are you?"})
+    assert resp.headers["content-type"] == "audio/wav"
+    wav, rate = sf.read(io.BytesIO(resp.content), dtype="float32")
+    assert rate == 16_000 and 1.0 < len(wav) / rate < 3.0
+    slow = client.get("/get-tts-audio", params={"text": "Hello there, how are you?",
+                                                "speed": 0.5})
+    assert len(sf.read(io.BytesIO(slow.content))[0]) > 1.5 * len(wav)
+
+
+def test_voices_lists_espeak_languages(client):
+    body = client.get("/voices").json()
+    assert body["engine"] == "espeak" and "en-us" in body["voices"] and "de" in body["voices"]
+
+
+def test_stream_gives_the_audio_then_every_frame_in_sync(client, avatar):
+    """Frame t of the stream is the offline render's frame t of the same speech."""
+    text = "Good morning. Shall we begin?"
+    lines = _lines(client.get("/generate", params={"text": text}))
+    meta, sound, frames, end = lines[0], lines[1], lines[2:-1], lines[-1]
+    assert meta["type"] == "meta" and sound["type"] == "audio" and end["type"] == "end"
+    wav = tts.synthesize(text, sample_rate=16_000).audio
+    streamed, rate = sf.read(io.BytesIO(base64.b64decode(sound["data"])), dtype="float32")
+    assert rate == 16_000 and len(streamed) == len(wav)
+    assert np.abs(streamed - wav).max() < 1e-3  # the wav is the speech, 16-bit
+    n = audio.n_video_frames(len(wav), avatar.cfg.media)
+    assert meta["n_frames"] == n == end["frames"] == len(frames)
+    assert [f["index"] for f in frames] == list(range(n))
+    assert [f["time"] for f in frames] == pytest.approx([t / 25 for t in range(n)])
+    offline = list(avatar.frames(wav))
+    assert len(offline) == n
+    for t in (0, n // 2, n - 1):
+        got = _jpeg(frames[t]["data"]).astype(int)
+        assert np.abs(got - offline[t]).mean() < 3  # JPEG error only
+        other = offline[min(t + 3, n - 1) if t < n - 1 else t - 3]
+        assert np.abs(got - offline[t]).mean() < np.abs(got - other).mean()
+    assert 0 < end["first_frame_s"] <= end["seconds"]
+
+
+def test_post_generate_returns_an_mp4_with_sound(client, tmp_path):
+    resp = client.post("/generate", json={"text": "A short video, please.", "speed": 1.2})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "video/mp4"
+    path = tmp_path / "out.mp4"
+    path.write_bytes(resp.content)
+    info = media.probe(path)
+    assert info.has_video and info.has_audio and info.fps == 25
+    n = int(resp.headers["X-Frames"])
+    assert n > 20 and info.duration == pytest.approx(n / 25, abs=0.1)
+
+
+def test_upload_gives_an_mp4_or_a_stream(client, speech_wav, tmp_path):
+    files = {"file": ("speech.wav", speech_wav, "audio/wav")}
+    resp = client.post("/generate-from-audio", files=files)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "video/mp4"
+    (tmp_path / "up.mp4").write_bytes(resp.content)
+    assert media.probe(tmp_path / "up.mp4").duration == pytest.approx(2.0, abs=0.1)
+    lines = _lines(client.post("/generate-from-audio", files=files, params={"stream": True}))
+    assert lines[0]["n_frames"] == 50 and lines[-1] == {**lines[-1], "type": "end", "frames": 50}
+
+
+def test_upload_name_is_never_used_as_a_path(client, speech_wav, app_dir):
+    files = {"file": ("../../escaped.wav", speech_wav, "audio/wav")}
+    assert client.post("/generate-from-audio", files=files).status_code == 200
+    for folder in (app_dir.parent, app_dir.parent.parent, REPO, Path.cwd()):
+        assert not list(folder.glob("escaped*"))
+    assert not list(app_dir.rglob("escaped*"))
+    assert _state(client)["temp_files"] == 0  # uploads and videos are deleted once sent
+
+
+def test_debug_mode_saves_frames_and_audio(client, app_dir, trained_person):
+    status = client.post("/debug/config", json={"enabled": True, "save_frames": True,
+                                                "save_audio": True}).json()
+    assert status["enabled"] and status["save_frames"] and status["save_audio"]
+    try:
+        lines = _lines(client.get("/generate", params={"text": "Debug me."}))
+    finally:
+        assert not client.post("/debug/config", json={"enabled": False}).json()["enabled"]
+    folder = app_dir / "outputs" / trained_person.name / "debug" / lines[0]["request"]
+    assert len(list(folder.glob("*.jpg"))) == lines[0]["n_frames"]
+    wav, rate = sf.read(folder / "audio.wav")
+    assert rate == 16_000
+    assert audio.n_video_frames(len(wav), get_config("tiny").media) == lines[0]["n_frames"]
+    recent = _state(client)["recent"][0]
+    assert recent["id"] == lines[0]["request"] and recent["status"] == "served"
+    assert recent["debug_folder"] == str(folder)
+
+
+# ------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(("params", "status", "words"), [
+    ({"text": ""}, 422, "empty"),
+    ({"text": "   \n "}, 422, "empty"),
+    ({"text": "word " * 60}, 422, "limit is 200"),
+    ({}, 422, "text"),
+    ({"text": "hi", "voice": "xx-nonsense"}, 422, "unknown espeak-ng voice"),
+    ({"text": "hello", "speed": 7}, 422, "speed"),
+    ({"text": "."}, 422, "long"),
+    ({"text": "hello", "name": "somebody-else"}, 404, "not 'somebody-else'"),
+    ({"text": "hello", "name": "../../etc"}, 404, "this server animates"),
+])
+def test_bad_text_requests_get_clear_errors(client, params, status, words):
+    for resp in (client.get("/generate", params=params),
+                 client.post("/generate", json={k: v for k, v in params.items() if k != "name"},
+                             params={"name": params["name"]} if "name" in params else {})):
+        assert resp.status_code == status
+        assert words in json.dumps(resp.json()["detail"])
+
+
+def test_bad_uploads_get_clear_errors(client, tmp_path):
+    def post(name: str, data: bytes):
+        return client.post("/generate-from-audio", files={"file": (name, data)})
+
+    cases = [
+        (post("notes.txt", b"this is not audio at all\n" * 50), 422, "not audio"),
+        (post("empty.wav", b""), 422, "empty"),
+        (post("silence.wav", server.wav_bytes(np.zeros(16_000, np.float32), 16_000)), 422,
+         "silent"),
+        (post("click.wav", server.wav_bytes(np.ones(800, np.float32) * 0.5, 16_000)), 422,
+         "at least"),
+        (post("huge.wav", os.urandom(1_200_000)), 413, "larger than the limit of 1.0 MB"),
+        (client.post("/generate-from-audio"), 422, "file"),
+    ]
+    for resp, status, words in cases:
+        assert resp.status_code == status, resp.text
+        assert words in json.dumps(resp.json()["detail"])
+    assert _state(client)["temp_files"] == 0
+
+
+def test_upload_without_length_is_cut_off_at_the_limit(client):
+    """A chunked body (no Content-Length) is counted while it is read."""
+
+    def body():
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+        for _ in range(40):
+            yield b"\0" * 65536
+
+    resp = client.post("/generate-from-audio", content=body(),
+                       headers={"content-type": "multipart/form-data; boundary=b"})
+    assert resp.status_code == 413 and "limit" in resp.json()["detail"]
+
+
+def test_json_bodies_are_capped_too(client):
+    resp = client.post("/generate", content=b'{"text": "' + b"a" * 300_000 + b'"}',
+                       headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+
+
+def test_full_server_refuses_with_503_and_counts_it(client):
+    worker = client.app.state.server.worker
+    before = worker.counts["refused"]
+    worker.active += worker.max_requests  # as if that many animations were running
+    try:
+        resp = client.get("/generate", params={"text": "hello"})
+    finally:
+        worker.active -= worker.max_requests
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    assert "busy" in resp.json()["detail"]
+    assert worker.counts["refused"] == before + 1
+    assert client.get("/generate", params={"text": "hello"}).status_code == 200
+
+
+def test_unknown_person_fails_at_start_naming_the_known_ones(trained_person, tmp_path):
+    with pytest.raises(infer.InferError, match=f"no trained person 'nobody'.*{trained_person.name}"):
+        server.create_app(_settings(trained_person, tmp_path, name="nobody"))
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "..", ".hidden", "x" * 65, ""])
+def test_person_name_must_be_a_plain_folder_name(trained_person, tmp_path, name):
+    with pytest.raises(ValidationError, match="name"):
+        _settings(trained_person, tmp_path, name=name)
+
+
+def test_settings_come_from_env_and_flags_win(monkeypatch, trained_person, tmp_path):
+    monkeypatch.setenv("SYNCTALK_MAX_REQUESTS", "7")
+    monkeypatch.setenv("SYNCTALK_HOST", "0.0.0.0")
+    s = _settings(trained_person, tmp_path, host="127.0.0.1")
+    assert s.max_requests == 7 and s.host == "127.0.0.1"
+    assert server.ServerSettings(name="x").port == 8000
+    monkeypatch.delenv("SYNCTALK_HOST")
+    assert server.ServerSettings(name="x").host == "127.0.0.1"  # loopback unless told
+
+
+# ------------------------------------------------------------------------- Piper
+
+
+def _fake_piper_voice(folder: Path) -> Path:
+    """A Piper-format voice whose 'speech' is a 220 Hz tone, 256 samples (at 22.05 kHz) per
+    phoneme id times length_scale: real Piper code runs it, only the network is trivial."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
+
+    def const(name, value, kind=TensorProto.FLOAT):
+        return helper.make_node("Constant", [], [name],
+                                value=helper.make_tensor(name, kind, [], [value]))
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"]),
+        const("one", 1, TensorProto.INT64),
+        helper.make_node("Gather", ["shape", "one"], ["n"]),
+        helper.make_node("Cast", ["n"], ["n_f"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", ["scales", "one"], ["length_scale"]),
+        const("hop", 256.0),
+        helper.make_node("Mul", ["n_f", "hop"], ["n_hop"]),
+        helper.make_node("Mul", ["n_hop", "length_scale"], ["len_f"]),
+        const("zero", 0.0), const("step", 1.0),
+        helper.make_node("Floor", ["len_f"], ["len_floor"]),
+        helper.make_node("Range", ["zero", "len_floor", "step"], ["t"]),
+        const("omega", float(2 * np.pi * 220 / 22050)),
+        helper.make_node("Mul", ["t", "omega"], ["phase"]),
+        helper.make_node("Sin", ["phase"], ["wave"]),
+        const("gain", 0.3),
+        helper.make_node("Mul", ["wave", "gain"], ["quiet"]),
+        helper.make_node("Reshape", ["quiet", "out_shape"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tone",
+        [helper.make_tensor_value_info("input", TensorProto.INT64, [1, "n"]),
+         helper.make_tensor_value_info("input_lengths", TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("scales", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, "m"])],
+        initializer=[helper.make_tensor("out_shape", TensorProto.INT64, [3], [1, 1, -1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "tone.onnx"
+    onnx.save(model, path)
+    config = {"audio": {"sample_rate": 22050}, "espeak": {"voice": "en-us"},
+              "inference": {"noise_scale": 0.667, "length_scale": 1.0, "noise_w": 0.8},
+              "phoneme_type": "text", "phoneme_id_map": DEFAULT_PHONEME_ID_MAP,
+              "num_symbols": 256, "num_speakers": 1}
+    Path(f"{path}.json").write_text(json.dumps(config))
+    return path
+
+
+def test_piper_voice_replaces_espeak_when_configured(trained_person, tmp_path):
+    pytest.importorskip("piper")
+    voice = _fake_piper_voice(tmp_path)
+    speaker = server.Speaker(_settings(trained_person, tmp_path, piper_model=voice), 16_000)
+    assert speaker.describe()["engine"] == "piper" and speaker.voices() == ["tone"]
+    normal, fast = speaker.speak("hello world"), speaker.speak("hello world", speed=2.0)
+    assert normal.dtype == np.float32 and len(fast) == pytest.approx(len(normal) / 2, rel=0.02)
+    spectrum = np.abs(np.fft.rfft(normal))
+    assert np.argmax(spectrum) * 16_000 / len(normal) == pytest.approx(220, abs=3)  # resampled
+
+
+def test_missing_piper_voice_is_a_clear_error(trained_person, tmp_path):
+    pytest.importorskip("piper")
+    with pytest.raises(tts.TTSError, match="not found"):
+        server.Speaker(_settings(trained_person, tmp_path, piper_model=tmp_path / "no.onnx"),
+                       16_000)
+
+
+# ------------------------------------------------------------------------- real HTTP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+@pytest.fixture(scope="module")
+def live_server(trained_person, tmp_path_factory):
+    """`python -m synctalk_lib serve` in a subprocess on a free loopback port."""
+    if not Path("/proc/self/statm").is_file():
+        pytest.skip("the load test reads memory from /proc (Linux)")
+    tmp = tmp_path_factory.mktemp("live")
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNCTALK_TEMP_DIR": str(tmp / "server-tmp"),
+           "SYNCTALK_MAX_TEXT_CHARS": "2000"}
+    cmd = [sys.executable, "-m", "synctalk_lib", "serve", "--name", trained_person.name,
+           "--root", str(trained_person.dataset_root), "--checkpoints",
+           str(trained_person.checkpoints_root), "--outputs", str(tmp / "outputs"),
+           "--port", str(port), "--max-requests", "4", "--threads", "1"]
+    log_path = tmp / "server.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=log_file)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, proc, tmp
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _stream(url: str, text: str) -> tuple[int, str, float | None]:
+    """(status, 'ok' or the refusal, seconds to the first frame) of one streamed animation."""
+    t0 = time.perf_counter()
+    with httpx.stream("GET", f"{url}/generate", params={"text": text}, timeout=120) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            return resp.status_code, resp.json()["detail"], None
+        first, indices, meta, end = None, [], None, None
+        for line in resp.iter_lines():
+            msg = json.loads(line)
+            if msg["type"] == "frame":
+                first = first or time.perf_counter() - t0
+                indices.append(msg["index"])
+            elif msg["type"] == "meta":
+                meta = msg
+            elif msg["type"] in ("end", "error"):
+                end = msg
+    complete = end["type"] == "end" and indices == list(range(meta["n_frames"]))
+    return 200, "ok" if complete else f"incomplete: {end}", first
+
+
+def test_twenty_concurrent_requests_are_served_or_refused_and_memory_returns(live_server):
+    url, proc, tmp = live_server
+    for _ in range(3):  # reach the resting level: first requests allocate lasting buffers
+        assert _stream(url, "Warming up the server.")[1] == "ok"
+    time.sleep(0.5)
+    before = _rss_mb(proc.pid)
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: _stream(url, f"Request {i}: hello there, friend."),
+                                range(20)))
+    wall = time.perf_counter() - t0
+    served = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 503]
+    assert len(served) + len(refused) == 20, results
+    assert all(r[1] == "ok" for r in served), results
+    assert all("busy" in r[1] for r in refused)
+    assert len(served) >= 4  # the admitted ones always finish
+    time.sleep(0.5)
+    after = _rss_mb(proc.pid)
+    status = httpx.get(f"{url}/debug/status").json()
+    assert status["requests"]["active"] == 0 and status["temp_files"] == 0
+    assert not list((tmp / "server-tmp").glob("*/*"))  # nothing left in the server's temp
+    assert after < before + 20, f"memory grew from {before:.0f} to {after:.0f} MB"
+    first_frames = sorted(r[2] for r in served)
+    print(f"\n20 concurrent: {len(served)} served, {len(refused)} refused in {wall:.1f} s; "
+          f"first frame {first_frames[0]:.2f}..{first_frames[-1]:.2f} s; "
+          f"memory {before:.0f} -> {after:.0f} MB")
+    assert _stream(url, "Still alive?")[1] == "ok"
+
+
+def test_client_that_disconnects_stops_the_work(live_server):
+    url, _, _ = live_server
+    text = "This sentence is long enough to take a good while to animate. " * 15
+    with httpx.stream("GET", f"{url}/generate", params={"text": text}, timeout=60) as resp:
+        for line in resp.iter_lines():
+            msg = json.loads(line)
+            if msg["type"] == "meta":
+                n_frames = msg["n_frames"]
+            if msg["type"] == "frame":
+                break  # hang up after the first frame
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/debug/status").json()
+        if status["requests"]["active"] == 0:
+            break
+        time.sleep(0.1)
+    job = status["recent"][0]
+    assert job["status"] == "cancelled" and job["frames_out"] < n_frames / 2
+    assert status["requests"]["active"] == 0
+
+
+def test_server_stops_cleanly_and_removes_its_temp_folder(live_server):
+    _, proc, tmp = live_server
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    assert not list((tmp / "server-tmp").iterdir())
