@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: setup demo test lint bench clean-demo
+.PHONY: setup demo test lint bench serve clean-demo
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -23,6 +23,13 @@ bench: setup
 	$(PY) bench/preprocess.py
 	$(PY) bench/model.py
 	$(PY) bench/train.py
+
+# the avatar web page and API of a trained person: make serve NAME=demo, then open
+# http://127.0.0.1:8000/ (PORT=... to change the port)
+NAME ?= demo
+PORT ?= 8000
+serve: setup
+	$(PY) -m synctalk_lib serve --name $(NAME) --port $(PORT)
 
 clean-demo:
 	rm -rf dataset/demo checkpoints/demo outputs/demo

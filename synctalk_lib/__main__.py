@@ -91,8 +91,12 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
     from . import server
 
+    if args.name is None and "SYNCTALK_NAME" not in os.environ:
+        raise SystemExit("serve needs a person: --name <name> (or SYNCTALK_NAME=<name>)")
     given = {"name": args.name, "dataset_root": args.root, "checkpoints_root": args.checkpoints,
              "output_root": args.outputs, "checkpoint": args.checkpoint, "backend": args.backend,
              "device": args.device, "threads": args.threads, "host": args.host,

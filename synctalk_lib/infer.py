@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -36,6 +37,9 @@ from .device import pick_device
 from .preprocess import PreparedDataset, PreprocessError, load_dataset
 from .progress import progress_bar
 from .train import BEST, checkpoints_of, load_generator
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +316,7 @@ class Avatar:
                  output_root: Path) -> None:
         self.name, self.cfg, self.dataset = name, cfg, ds
         self.backend, self.encode = backend, encode
+        self.device = getattr(backend, "device", torch.device("cpu"))  # onnxruntime: CPU
         self.checkpoint, self.output_root = checkpoint, output_root
         self.crop_cfg = ds.config.crop
         self.crops = ds.crops()
@@ -367,6 +372,13 @@ class Avatar:
         """One real frame of the person (the start frame by default), (H, W, 3) uint8 RGB."""
         return self.reader[self.cfg.infer.start_frame if index is None else index]
 
+    def planned_templates(self, n_out: int) -> np.ndarray | None:
+        """Templates fixed in advance for an output of known length (loop-back), else None:
+        the stream then chooses them frame by frame (bouncing / core mode)."""
+        if not self.cfg.infer.loop_back:
+            return None
+        return templates.loop_back_sequence(n_out, self.n_frames, self.cfg.infer.start_frame)
+
     def stream(self, template_indices: Iterable[int] | None = None) -> LipSyncStream:
         """A live session: push audio chunks, get finished frames (see LipSyncStream)."""
         return LipSyncStream(self, template_indices)
@@ -399,10 +411,9 @@ class Avatar:
             if out is None:
                 stem = Path(audio).stem if not isinstance(audio, np.ndarray) else "speech"
                 out = self.output_root / self.name / f"{stem}.mp4"
-            if template_indices is None and self.cfg.infer.loop_back:
-                template_indices = templates.loop_back_sequence(
-                    n_out, self.n_frames, self.cfg.infer.start_frame)
-            live = self.stream(template_indices)
+            if template_indices is None:
+                template_indices = self.planned_templates(n_out)
+            live = stack.enter_context(self.stream(template_indices))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
             with bar, media.VideoWriter(out, fps=self.cfg.media.fps, crf=self.cfg.infer.crf,
@@ -463,6 +474,16 @@ class LipSyncStream:
         self._rect = crop.mask_rect(avatar.crop_cfg, size)
         self._size = size
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="templates")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the template-decoding thread (also happens when the stream is collected)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         self.features.push(samples)
@@ -562,19 +583,33 @@ def _as_wav(audio: str | os.PathLike | np.ndarray, sample_rate: int) -> Iterator
         tmp.unlink(missing_ok=True)
 
 
+def check_speech(wav: np.ndarray, cfg: Config) -> None:
+    """Refuse audio that is too short to animate or silent throughout (InferError says why)."""
+    seconds = len(wav) / cfg.media.sample_rate
+    if seconds < MIN_AUDIO_S:
+        raise InferError(f"the audio is {seconds:.2f} s long; give at least {MIN_AUDIO_S} s")
+    if not _has_sound(wav, cfg):
+        raise InferError(f"the audio is silent (no 40 ms frame above {cfg.infer.silence_db} "
+                         "dBFS); give speech, or lower infer.silence_db for quiet recordings")
+
+
+def _has_sound(wav: np.ndarray, cfg: Config) -> bool:
+    hop = cfg.media.sample_rate // cfg.media.fps
+    return any(frame_level_db(wav[i:i + hop]) >= cfg.infer.silence_db
+               for i in range(0, len(wav), hop))
+
+
 def _check_audio(wav_path: Path, seconds: float, cfg: Config, allow_silent: bool) -> None:
+    """`check_speech` for a file, read in blocks (long audio is never loaded whole)."""
     if seconds < MIN_AUDIO_S:
         raise InferError(f"the audio is {seconds:.2f} s long; give at least {MIN_AUDIO_S} s")
     if allow_silent:
         return
     hop = cfg.media.sample_rate // cfg.media.fps
     for block in sf.blocks(str(wav_path), blocksize=hop * 250, dtype="float32"):
-        block = block.mean(axis=1) if block.ndim > 1 else block
-        levels = [frame_level_db(block[i:i + hop]) for i in range(0, len(block), hop)]
-        if max(levels) >= cfg.infer.silence_db:
+        if _has_sound(block.mean(axis=1) if block.ndim > 1 else block, cfg):
             return
-    raise InferError(f"the audio is silent (no 40 ms frame above {cfg.infer.silence_db} dBFS); "
-                     "give speech, or lower infer.silence_db for very quiet recordings")
+    check_speech(np.zeros(hop * 10, np.float32), cfg)  # raises the silent-audio error
 
 
 def speak(text: str, voice: str = "en-us", wpm: int = 160, sample_rate: int = 16_000

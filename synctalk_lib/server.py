@@ -51,13 +51,14 @@ import soundfile as sf
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
 from . import audio as audio_lib
-from . import infer, media, templates, tts
+from . import infer, media, tts
 
 log = logging.getLogger(__name__)
 
@@ -360,11 +361,15 @@ class Server:
     def _new_job(self, kind: str) -> Job:
         self.worker.admit()
         job = Job(id=f"{time.strftime('%Y%m%d-%H%M%S')}-{next(self._ids):04d}", kind=kind)
+        self.jobs.append(job)
         if self.debug["enabled"]:
             folder = self.settings.debug_folder / job.id
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                self.end_job(job, "failed")
+                raise
             job.debug_folder = str(folder)
-        self.jobs.append(job)
         return job
 
     def end_job(self, job: Job, outcome: str) -> None:
@@ -379,17 +384,13 @@ class Server:
     def check_speech(self, wav: np.ndarray, what: str) -> None:
         """Refuse audio the avatar cannot or should not animate (422 with the reason)."""
         seconds = len(wav) / self.sample_rate
-        if seconds < infer.MIN_AUDIO_S:
-            raise HTTPException(422, f"{what} is {seconds:.2f} s long; give at least "
-                                     f"{infer.MIN_AUDIO_S} s")
         if seconds > self.settings.max_audio_s:
             raise HTTPException(422, f"{what} is {seconds:.0f} s long; the limit is "
                                      f"{self.settings.max_audio_s:.0f} s (SYNCTALK_MAX_AUDIO_S)")
-        hop = self.sample_rate // self.fps
-        loudest = max(infer.frame_level_db(wav[i:i + hop]) for i in range(0, len(wav), hop))
-        if loudest < self.cfg.infer.silence_db:
-            raise HTTPException(422, f"{what} is silent (no 40 ms stretch above "
-                                     f"{self.cfg.infer.silence_db} dBFS); give speech")
+        try:
+            infer.check_speech(wav, self.cfg)
+        except infer.InferError as exc:
+            raise HTTPException(422, f"{what}: {exc}") from exc
 
     def save_debug_audio(self, job: Job, wav: np.ndarray) -> None:
         if job.debug_folder and self.debug["save_audio"]:
@@ -412,11 +413,7 @@ class Server:
         avatar = self.avatar
         job.audio_s = round(len(wav) / self.sample_rate, 3)
         job.n_frames = audio_lib.n_video_frames(len(wav), self.cfg.media)
-        indices = None
-        if self.cfg.infer.loop_back:
-            indices = templates.loop_back_sequence(job.n_frames, avatar.n_frames,
-                                                   self.cfg.infer.start_frame)
-        live = await self.worker.run(avatar.stream, indices)
+        live = await self.worker.run(avatar.stream, avatar.planned_templates(job.n_frames))
         save_to = Path(job.debug_folder) if job.debug_folder and self.debug["save_frames"] \
             else None
 
@@ -432,15 +429,18 @@ class Server:
 
         hop = max(1, round(self.settings.chunk_s * self.sample_rate))
         chunks: list[np.ndarray | None] = [wav[i:i + hop] for i in range(0, len(wav), hop)]
-        for chunk in [*chunks, None]:
-            if disconnected is not None and await disconnected():
-                raise ClientGone
-            out = await self.worker.run(step, chunk)
-            if out:
-                if job.first_frame_s is None:
-                    job.first_frame_s = round(time.perf_counter() - job.started, 3)
-                job.frames_out += len(out)
-                yield out
+        try:
+            for chunk in [*chunks, None]:
+                if disconnected is not None and await disconnected():
+                    raise ClientGone
+                out = await self.worker.run(step, chunk)
+                if out:
+                    if job.first_frame_s is None:
+                        job.first_frame_s = round(time.perf_counter() - job.started, 3)
+                    job.frames_out += len(out)
+                    yield out
+        finally:
+            live.close()
 
     async def ndjson(self, job: Job, wav: np.ndarray) -> AsyncIterator[bytes]:
         """The streaming format of the module docstring."""
@@ -625,11 +625,11 @@ def warm_up(server: Server) -> float:
     onnxruntime first run, template decoder) that would otherwise delay the first request."""
     t0 = time.perf_counter()
     wav = server.speaker.speak("Hello there.")
-    live = server.avatar.stream()
     hop = round(server.settings.chunk_s * server.sample_rate)
-    for i in range(0, len(wav), hop):
-        live.push(wav[i:i + hop])
-    live.finish()
+    with server.avatar.stream() as live:
+        for i in range(0, len(wav), hop):
+            live.push(wav[i:i + hop])
+        live.finish()
     return time.perf_counter() - t0
 
 
@@ -650,8 +650,9 @@ def create_app(settings: ServerSettings, avatar: infer.Avatar | None = None) -> 
         yield
         server.close()
 
-    app = FastAPI(title=f"SyncTalk avatar: {settings.name}", description=DESCRIPTION,
-                  version="1", lifespan=lifespan)
+    # FastAPIOffline: /docs and /redoc from bundled Swagger UI / ReDoc files, not a CDN
+    app = FastAPIOffline(title=f"SyncTalk avatar: {settings.name}", description=DESCRIPTION,
+                         version="1", lifespan=lifespan)
     app.state.server = server
     upload_limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit
@@ -777,7 +778,7 @@ def _routes(app: FastAPI, server: Server) -> None:
 
 def _device_of(avatar: infer.Avatar) -> str:
     """The device the generator runs on (our onnxruntime backend always runs on the CPU)."""
-    return str(getattr(avatar.backend, "device", "cpu"))
+    return str(avatar.device)
 
 
 async def _read_upload(server: Server, job: Job, upload: UploadFile) -> np.ndarray:

@@ -7,6 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const START_BUFFER = 3; // frames received before playback starts
 const STUCK_AUDIO_MS = 800; // an audio clock that does not move for this long is replaced
+const DECODE_AHEAD = 5; // JPEGs decoded before their time (a few MB of bitmaps at most)
 
 // Read by the browser test and handy in the console.
 const state = (window.synctalk = {
@@ -17,6 +18,7 @@ const state = (window.synctalk = {
   firstFrameMs: null, // request sent -> first frame received
   clock: null, // "audio" (the sound's own clock) or "wall" (sound blocked or absent)
   maxLagFrames: 0, // worst distance between the clock's frame and the one on screen
+  lateFrames: 0, // frames drawn more than 2 frames (80 ms) away from the clock
   error: null,
   runs: 0,
 });
@@ -213,7 +215,7 @@ class Run {
 
   show(index) {
     this.shown = index;
-    for (let k = index + 1; k < index + 4; k++) this.bitmap(k); // decode a few ahead
+    for (let k = index + 1; k <= index + DECODE_AHEAD; k++) this.bitmap(k);
     this.bitmap(index).then((bmp) => {
       if (this.stopped || index < this.drawn) return;
       this.drawn = index;
@@ -221,6 +223,7 @@ class Run {
       state.framesDrawn += 1;
       const lag = Math.abs(Math.floor(this.time() * this.meta.fps) - index);
       state.maxLagFrames = Math.max(state.maxLagFrames, Math.min(lag, this.meta.n_frames));
+      if (lag > 2) state.lateFrames += 1;
     });
     for (const k of [...this.bitmaps.keys()]) {
       if (k < index) {
@@ -292,7 +295,7 @@ async function animate(url, init) {
   clearError();
   Object.assign(state, {
     phase: "loading", framesReceived: 0, framesDrawn: 0, nFrames: 0, firstFrameMs: null,
-    clock: null, maxLagFrames: 0,
+    clock: null, maxLagFrames: 0, lateFrames: 0,
   });
   state.runs += 1;
   setStatus("sending…");
