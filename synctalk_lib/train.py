@@ -142,14 +142,14 @@ class StepLoss:
                                            self.cfg.model.audio_mode)
         pred = model(inputs, audio)  # (B·W, 3, S, S)
         target = batch["targets"].reshape(b * w, 3, s, s)
-        terms = {
-            "l1": losses.weighted_l1(pred, target, self.mouth, tcfg.mouth_weight),
-            "perceptual": self.perceptual(pred, target),
-            "temporal": losses.temporal_loss(pred.reshape(b, w, 3, s, s),
-                                             target.reshape(b, w, 3, s, s), self.mouth),
-        }
         weights = {"l1": tcfg.l1_weight, "perceptual": tcfg.perceptual_weight,
                    "temporal": tcfg.temporal_weight}
+        terms = {"l1": losses.weighted_l1(pred, target, self.mouth, tcfg.mouth_weight)}
+        if weights["perceptual"]:  # a term weighted 0 would still cost its forward/backward
+            terms["perceptual"] = self.perceptual(pred, target)
+        if weights["temporal"] and w > 1:
+            terms["temporal"] = losses.temporal_loss(pred.reshape(b, w, 3, s, s),
+                                                     target.reshape(b, w, 3, s, s), self.mouth)
         if self.syncnet is not None and step >= tcfg.sync_start:
             terms["sync"] = self._sync_loss(pred.reshape(b, w * 3, s, s), batch["mel"])
             weights["sync"] = tcfg.sync_weight
