@@ -94,7 +94,7 @@ class FeatureStream:
     def push(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, np.float32).reshape(-1)
         self.n_samples += len(samples)
-        self._add_mel(self.mel.push(samples))
+        self._mel_cols.extend(self.mel.push(samples))
         self._tail = np.concatenate([self._tail, samples])
         n_whole = len(self._tail) // self.hop
         for k in range(n_whole):
@@ -106,16 +106,13 @@ class FeatureStream:
 
     def finish(self) -> None:
         self.n_frames = audio_lib.n_video_frames(self.n_samples, self.cfg.media)
-        self._add_mel(self.mel.finish())
+        self._mel_cols.extend(self.mel.finish())
         while len(self.raw_quiet) < self.n_frames:  # the last, partial frame
             self.raw_quiet.append(frame_level_db(self._tail) < self.cfg.infer.silence_db)
             self._tail = self._tail[:0]
         del self.raw_quiet[self.n_frames:]
         self._decide(final=True)
         self._featurise(final=True)
-
-    def _add_mel(self, cols: np.ndarray) -> None:
-        self._mel_cols.extend(cols)
 
     # -- silence
     def _decide(self, final: bool) -> None:
@@ -408,10 +405,10 @@ class Avatar:
     def frames(self, wav: np.ndarray, template_indices: Iterable[int] | None = None,
                block: int = 16_000) -> Iterator[np.ndarray]:
         """All frames for (N,) float32 16 kHz audio, streamed."""
-        live = self.stream(template_indices)
-        for i in range(0, len(wav), block):
-            yield from live.push(wav[i:i + block])
-        yield from live.finish()
+        with self.stream(template_indices) as live:
+            for i in range(0, len(wav), block):
+                yield from live.push(wav[i:i + block])
+            yield from live.finish()
 
     def render(self, audio: str | os.PathLike | np.ndarray, out: str | os.PathLike | None = None,
                template_indices: Iterable[int] | None = None, progress: bool = True,
@@ -442,7 +439,7 @@ class Avatar:
                                         preset=self.cfg.infer.x264_preset,
                                         audio=wav_path) as writer:
                 for block in sf.blocks(str(wav_path), blocksize=sr, dtype="float32"):
-                    for frame in live.push(block.mean(axis=1) if block.ndim > 1 else block):
+                    for frame in live.push(block):  # _as_wav made it mono
                         writer.write(frame)
                         bar.update()
                 for frame in live.finish():
@@ -516,13 +513,12 @@ class LipSyncStream:
         return self._produce()
 
     def _template(self, t: int) -> int:
-        silent = self.features.silent[t]
         if self._given is not None:
             try:
                 return int(next(self._given))
             except StopIteration:
                 raise InferError(f"template_indices ran out at frame {t}") from None
-        return self.plan.next(silent)
+        return self.plan.next(self.features.silent[t])
 
     def _produce(self) -> list[np.ndarray]:
         ready = self.features.n_ready()
@@ -607,12 +603,19 @@ def _as_wav(audio: str | os.PathLike | np.ndarray, sample_rate: int) -> Iterator
 
 def check_speech(wav: np.ndarray, cfg: Config) -> None:
     """Refuse audio that is too short to animate or silent throughout (InferError says why)."""
-    seconds = len(wav) / cfg.media.sample_rate
+    _check_length(len(wav) / cfg.media.sample_rate)
+    if not _has_sound(wav, cfg):
+        raise _silent_error(cfg)
+
+
+def _check_length(seconds: float) -> None:
     if seconds < MIN_AUDIO_S:
         raise InferError(f"the audio is {seconds:.2f} s long; give at least {MIN_AUDIO_S} s")
-    if not _has_sound(wav, cfg):
-        raise InferError(f"the audio is silent (no 40 ms frame above {cfg.infer.silence_db} "
-                         "dBFS); give speech, or lower infer.silence_db for quiet recordings")
+
+
+def _silent_error(cfg: Config) -> InferError:
+    return InferError(f"the audio is silent (no 40 ms frame above {cfg.infer.silence_db} "
+                      "dBFS); give speech, or lower infer.silence_db for quiet recordings")
 
 
 def _has_sound(wav: np.ndarray, cfg: Config) -> bool:
@@ -622,16 +625,14 @@ def _has_sound(wav: np.ndarray, cfg: Config) -> bool:
 
 
 def _check_audio(wav_path: Path, seconds: float, cfg: Config, allow_silent: bool) -> None:
-    """`check_speech` for a file, read in blocks (long audio is never loaded whole)."""
-    if seconds < MIN_AUDIO_S:
-        raise InferError(f"the audio is {seconds:.2f} s long; give at least {MIN_AUDIO_S} s")
+    """`check_speech` for a mono wav file, read in blocks (long audio is never loaded whole)."""
+    _check_length(seconds)
     if allow_silent:
         return
     hop = cfg.media.sample_rate // cfg.media.fps
-    for block in sf.blocks(str(wav_path), blocksize=hop * 250, dtype="float32"):
-        if _has_sound(block.mean(axis=1) if block.ndim > 1 else block, cfg):
-            return
-    check_speech(np.zeros(hop * 10, np.float32), cfg)  # raises the silent-audio error
+    if not any(_has_sound(block, cfg)
+               for block in sf.blocks(str(wav_path), blocksize=hop * 250, dtype="float32")):
+        raise _silent_error(cfg)
 
 
 def speak(text: str, voice: str = "en-us", wpm: int = 160, sample_rate: int = 16_000
