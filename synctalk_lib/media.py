@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import re
@@ -326,6 +327,23 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> No
         raise MediaError(f"save_wav expects mono (N,) audio, got shape {audio.shape}")
     with files.atomic_path(path) as tmp:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """(N,) float audio in [-1, 1] as the bytes of a 16-bit PCM wav file (plays everywhere)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate,
+             subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+def image_bytes(rgb: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB encoded as JPEG (`quality`) or PNG, e.g. for a browser or widget."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise MediaError(f"OpenCV could not encode a {rgb.shape} frame as {ext}")
+    return buf.tobytes()
 
 
 # ------------------------------------------------------------------------------------ writing

@@ -30,7 +30,6 @@ import base64
 import concurrent.futures
 import contextlib
 import ctypes
-import io
 import itertools
 import json
 import logging
@@ -45,7 +44,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import cv2
 import numpy as np
 import soundfile as sf
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -332,12 +330,8 @@ class Server:
 
     # -- helpers
     def jpeg(self, frame: np.ndarray) -> bytes:
-        """(H, W, 3) uint8 RGB -> JPEG bytes."""
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return buf.tobytes()
+        """(H, W, 3) uint8 RGB -> JPEG bytes at the configured quality."""
+        return media.image_bytes(frame, quality=self.settings.jpeg_quality)
 
     @contextlib.asynccontextmanager
     async def job(self, kind: str) -> AsyncIterator[Job]:
@@ -449,7 +443,7 @@ class Server:
                 "duration": len(wav) / self.sample_rate, "width": self.frame_size[0],
                 "height": self.frame_size[1], "request": job.id}
         yield _line(meta)
-        yield _line({"type": "audio", "mime": "audio/wav", "data": _b64(wav_bytes(
+        yield _line({"type": "audio", "mime": "audio/wav", "data": _b64(media.wav_bytes(
             wav, self.sample_rate))})
 
         def encode(index: int, frame: np.ndarray) -> bytes:
@@ -515,13 +509,6 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
-    """(N,) float32 in [-1, 1] -> a 16-bit PCM wav file's bytes (every browser plays it)."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(wav, -1, 1), sample_rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------- responses
@@ -742,7 +729,7 @@ def _routes(app: FastAPI, server: Server) -> None:
     async def tts_audio(text: TextQ, voice: VoiceQ = None, speed: SpeedQ = None) -> Response:
         """The speech for `text` alone, as a 16 kHz 16-bit wav."""
         wav = await server.speech(server.speaker.check_text(text), voice, speed)
-        return Response(wav_bytes(wav, server.sample_rate), media_type="audio/wav")
+        return Response(media.wav_bytes(wav, server.sample_rate), media_type="audio/wav")
 
     @app.get("/voices")
     async def voices() -> dict[str, Any]:
@@ -756,7 +743,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         av = server.avatar
         return {"status": "ok", "name": av.name, "checkpoint": av.checkpoint.name,
                 "preset": server.cfg.preset, "backend": av.backend.describe(),
-                "device": _device_of(av), "fps": server.fps, "sample_rate": server.sample_rate,
+                "device": str(av.device), "fps": server.fps, "sample_rate": server.sample_rate,
                 "frame_size": list(server.frame_size), "tts": server.speaker.describe(),
                 "requests": server.worker.state(), "uptime_s": round(time.time() -
                                                                       server.started, 1)}
@@ -774,11 +761,6 @@ def _routes(app: FastAPI, server: Server) -> None:
             server.debug[key] = value
         log.info("debug settings: %s", server.debug)
         return server.status()
-
-
-def _device_of(avatar: infer.Avatar) -> str:
-    """The device the generator runs on (our onnxruntime backend always runs on the CPU)."""
-    return str(avatar.device)
 
 
 async def _read_upload(server: Server, job: Job, upload: UploadFile) -> np.ndarray:

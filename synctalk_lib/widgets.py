@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from . import media
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -52,31 +54,6 @@ def _fit_height(frame: np.ndarray, height: int) -> np.ndarray:
         return frame
     width = max(round(frame.shape[1] * height / frame.shape[0]), 1)
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def _jpeg(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a preview frame as JPEG")
-    return buf.tobytes()
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the waveform as PNG")
-    return buf.tobytes()
-
-
-def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
-    """A 16-bit PCM wav file in memory, for ipywidgets.Audio."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wav, np.float32), -1, 1), sample_rate, subtype="PCM_16",
-             format="WAV")
-    return buf.getvalue()
 
 
 def waveform_strip(wav: np.ndarray | None, n_frames: int, scores: np.ndarray | None = None,
@@ -157,7 +134,7 @@ class LipSyncPreview:
                                self.wave, self.info]
         self.audio = None
         if self.wav is not None:
-            self.audio = widgets.Audio(value=wav_bytes(self.wav, sample_rate), format="wav",
+            self.audio = widgets.Audio(value=media.wav_bytes(self.wav, sample_rate), format="wav",
                                        autoplay=False, loop=False)
             self.from_here = widgets.Button(description="audio from this frame",
                                             icon="volume-up")
@@ -204,8 +181,8 @@ class LipSyncPreview:
     def show(self, index: int) -> None:
         """Update image, cursor and caption to frame `index` (the slider calls this)."""
         index = int(np.clip(index, 0, self.n_frames - 1))
-        self.image.value = _jpeg(self.frame_image(index))
-        self.wave.value = _png(self.waveform_image(index))
+        self.image.value = media.image_bytes(self.frame_image(index), quality=JPEG_QUALITY)
+        self.wave.value = media.image_bytes(self.waveform_image(index), ".png")
         self.info.value = self.caption(index)
 
     # ----------------------------------------------------------------------------- audio
@@ -216,7 +193,7 @@ class LipSyncPreview:
             return
         start = round(index / self.fps * self.sample_rate)
         self.audio.autoplay = True
-        self.audio.value = wav_bytes(self.wav[start:] if start < len(self.wav) else
+        self.audio.value = media.wav_bytes(self.wav[start:] if start < len(self.wav) else
                                      np.zeros(1, np.float32), self.sample_rate)
 
     def _on_playing(self, change: dict[str, Any]) -> None:
@@ -227,7 +204,7 @@ class LipSyncPreview:
             self.play_audio_from(self.slider.value)
         else:
             self.audio.autoplay = False
-            self.audio.value = wav_bytes(self.wav, self.sample_rate)
+            self.audio.value = media.wav_bytes(self.wav, self.sample_rate)
 
     # --------------------------------------------------------------------------- display
 
@@ -285,4 +262,4 @@ def preview(clips: Mapping[str, Any] | Sequence[Any], wav: np.ndarray | None = N
     return LipSyncPreview(clips, wav, **kwargs)
 
 
-__all__ = ["LipSyncPreview", "preview", "wav_bytes", "waveform_strip"]
+__all__ = ["LipSyncPreview", "preview", "waveform_strip"]

@@ -60,7 +60,7 @@ def speech_wav(trained_person) -> bytes:
     """2 s of the held-out speech as wav bytes (an upload)."""
     wav = media.load_audio(trained_person.heldout_wav)
     start = int(np.argmax(np.abs(wav) > 0.05))
-    return server.wav_bytes(wav[start:start + 32_000], 16_000)
+    return media.wav_bytes(wav[start:start + 32_000], 16_000)
 
 
 def _lines(resp) -> list[dict]:
@@ -238,9 +238,9 @@ def test_bad_uploads_get_clear_errors(client, tmp_path):
     cases = [
         (post("notes.txt", b"this is not audio at all\n" * 50), 422, "not audio"),
         (post("empty.wav", b""), 422, "empty"),
-        (post("silence.wav", server.wav_bytes(np.zeros(16_000, np.float32), 16_000)), 422,
+        (post("silence.wav", media.wav_bytes(np.zeros(16_000, np.float32), 16_000)), 422,
          "silent"),
-        (post("click.wav", server.wav_bytes(np.ones(800, np.float32) * 0.5, 16_000)), 422,
+        (post("click.wav", media.wav_bytes(np.ones(800, np.float32) * 0.5, 16_000)), 422,
          "at least"),
         (post("huge.wav", os.urandom(1_200_000)), 413, "larger than the limit of 1.0 MB"),
         (client.post("/generate-from-audio"), 422, "file"),
