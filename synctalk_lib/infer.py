@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -343,9 +344,7 @@ class Avatar:
         self.n_frames = ds.n_frames
         self.compositor = Compositor(cfg, self.crop_cfg)
         self.reader = templates.TemplateReader(ds.frames(), ds.paths.cache, cfg.infer.template_gop)
-        centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
-        self.idle_runs = self._idle_runs(ds, cfg)
-        self.centres = centres
+        self.centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
     @classmethod
     def load(cls, name: str, dataset_root: str | Path = "dataset",
@@ -377,13 +376,15 @@ class Avatar:
         encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
         return cls(name, cfg, ds, chosen, encode, path, Path(output_root))
 
-    @staticmethod
-    def _idle_runs(ds: PreparedDataset, cfg: Config) -> list[tuple[int, int]]:
-        """Runs of the recording where the person is silent (for core mode)."""
-        wav = ds.wav()
+    @functools.cached_property
+    def idle_runs(self) -> list[tuple[int, int]]:
+        """Runs of the recording where the person is silent; only core mode needs them, so
+        the recording's audio is read on first use, not at load."""
+        cfg = self.cfg
+        wav = self.dataset.wav()
         hop = cfg.media.sample_rate // cfg.media.fps
         quiet = np.array([frame_level_db(wav[t * hop:(t + 1) * hop]) < cfg.infer.silence_db
-                          for t in range(ds.n_frames)])
+                          for t in range(self.n_frames)])
         return templates.silent_runs(quiet, max(2, round(cfg.infer.min_silence_s *
                                                          cfg.media.fps)))
 
