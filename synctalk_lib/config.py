@@ -118,6 +118,11 @@ class TrainConfig:
     batch_size: int = 8  # windows per step
     window: int = 5  # consecutive frames per window; 1 turns sync and temporal losses off
     lr: float = 1e-3
+    # "constant" (SyncTalk_2D) | "cosine": decay to lr * min_lr_ratio over the run; a short
+    # CPU run ends with low-noise steps, which is what settles the colours of a small model
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0  # linear ramp from lr / warmup_steps at the start
+    min_lr_ratio: float = 0.05
     l1_weight: float = 1.0
     perceptual_weight: float = 0.01  # VGG19 features when on disk, else MS-SSIM
     sync_weight: float = 0.1  # SyncNet says "in sync" for generated mouths
@@ -176,6 +181,9 @@ class InferConfig:
     silence_db: float = -40.0  # a 40 ms frame quieter than this (dBFS) is silent
     min_silence_s: float = 0.3  # shorter pauses count as speech (the mouth just closes)
     feather: float = 0.06  # width of the paste-back fade, as a fraction of the crop side
+    # "face": replace only the mouth and jaw (from the landmarks' jaw contour), so the neck
+    # and collar stay real; "rect": the whole masked rectangle, as SyncTalk_2D
+    paste_region: str = "face"
     colour_match: bool = True  # shift the generated patch's colour to match its surroundings
     template_gop: int = 16  # keyframe interval of the cached template video (random access)
 

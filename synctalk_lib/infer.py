@@ -204,9 +204,9 @@ class Compositor:
     SIGMA = 0.08  # of the inner side: how far the band's correction reaches inwards
     FLOOR = 0.3
 
-    def __init__(self, cfg: Config, crop_cfg) -> None:
+    def __init__(self, cfg: Config, crop_cfg, alpha: np.ndarray | None = None) -> None:
         self.ccfg = crop_cfg
-        self.alpha = crop.paste_mask(crop_cfg, cfg.infer.feather)
+        self.alpha = crop.paste_mask(crop_cfg, cfg.infer.feather) if alpha is None else alpha
         inner = crop.inner(self.alpha, crop_cfg)
         band = ((inner > 0.02) & (inner < 0.98)).astype(np.float32)
         n = crop_cfg.inner // self.SCALE
@@ -243,6 +243,21 @@ class Compositor:
     def __call__(self, frame: np.ndarray, crop_img: np.ndarray, box: np.ndarray,
                  patch: np.ndarray) -> np.ndarray:
         return crop.paste_back(frame, self.patch_in_crop(crop_img, patch), box, self.alpha)
+
+
+def paste_alpha(ds: PreparedDataset, cfg: Config) -> np.ndarray | None:
+    """The person's paste-back weights for `infer.paste_region` (None: the rectangle)."""
+    region = cfg.infer.paste_region
+    if region not in ("face", "rect"):
+        raise InferError(f"unknown infer.paste_region {region!r}; choose 'face' or 'rect'")
+    if region == "rect":
+        return None
+    alpha = crop.lower_face_mask(ds.points(), ds.boxes(), ds.scheme, ds.config.crop,
+                                 cfg.infer.feather)
+    if alpha is None:
+        log.info("%s landmarks have no jaw contour: pasting the whole rectangle",
+                 ds.scheme.name)
+    return alpha
 
 
 # ---------------------------------------------------------------------- the person
@@ -342,7 +357,7 @@ class Avatar:
         self.crops = ds.crops()
         self.boxes = ds.boxes()
         self.n_frames = ds.n_frames
-        self.compositor = Compositor(cfg, self.crop_cfg)
+        self.compositor = Compositor(cfg, self.crop_cfg, paste_alpha(ds, cfg))
         self.reader = templates.TemplateReader(ds.frames(), ds.paths.cache, cfg.infer.template_gop)
         self.centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 

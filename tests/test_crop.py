@@ -93,3 +93,30 @@ def test_smoothing_removes_jitter_but_follows_motion():
 def test_degenerate_box_is_an_error(astronaut):
     with pytest.raises(ValueError, match="no area"):
         crop.crop_face(astronaut, np.array([10, 10, 10, 10], np.float32), 328)
+
+
+def test_lower_face_mask_keeps_nose_and_collar_real_and_covers_mouth_and_chin(face_points):
+    s = landmarks.MEDIAPIPE
+    box = crop.boxes_from_landmarks(face_points, s)
+    points, boxes = face_points[None], box[None]
+    alpha = crop.lower_face_mask(points, boxes, s, CFG, feather=0.06, margin=0.06)
+    assert alpha.shape == (CFG.size, CFG.size)
+    assert alpha.min() >= 0 and alpha.max() == 1.0
+    assert np.all(alpha <= crop.paste_mask(CFG, 0.06) + 1e-6), "never outside the rectangle"
+    local = (face_points - box[:2]) * CFG.size / (box[2] - box[0])
+
+    def at(p, dy=0.0):
+        return alpha[int(p[1] + dy), int(p[0])]
+
+    assert at(local[s.lip_top]) == 1 and at(local[s.lip_bottom]) == 1
+    assert at(local[s.chin], -0.04 * CFG.size) == 1, "the chin is replaced"
+    assert at(local[s.nose], -0.03 * CFG.size) == 0, "the nose stays real"
+    below = local[s.jaw[3]] + (0, 0.2 * CFG.size)  # under the jaw's side: neck / collar
+    assert below[1] < CFG.size and at(below) == 0
+    faded = alpha[(alpha > 0) & (alpha < 1)]
+    assert faded.size > 4 * CFG.size, "the border fades instead of cutting"
+
+
+def test_lower_face_mask_needs_a_jaw_contour(face_points):
+    box = crop.boxes_from_landmarks(face_points, landmarks.MEDIAPIPE)
+    assert crop.lower_face_mask(face_points[None], box[None], landmarks.SYNCTALK110, CFG) is None
