@@ -489,7 +489,7 @@ class Avatar:
                 out = self.output_root / self.name / f"{stem}.mp4"
             if template_indices is None:
                 template_indices = self.planned_templates(n_out)
-            whole = sf.read(str(wav_path), dtype="float32")[0] if self.speech else None
+            whole = sf.read(str(wav_path), dtype="float32")[0] if self.speech is not None else None
             live = stack.enter_context(self.stream(template_indices, whole))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
