@@ -105,6 +105,9 @@ class ModelConfig:
     audio_mode: str = "ave"  # "ave" | "hubert" | "wenet": audio features at the bottleneck
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # encoder widths, one per stride-2 stage
     image_size: int = 320  # side of the patch the generator sees and makes (crop.inner or less)
+    # local HuBERT weights for audio_mode "hubert" (config.json + model.safetensors); "" =
+    # $SYNCTALK_HUBERT_DIR, else <checkpoints root>/hubert-large-ls960-ft (see hubert.py)
+    hubert_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@
 
 Everything streams: the offline `Avatar.render` is the live `LipSyncStream` fed with blocks
 of a file, so both give the same frames, and memory does not grow with the audio's length.
+A `hubert` generator is the exception: HuBERT needs the whole audio, so its features are
+computed first (in chunks, hubert.py) and held (8 kB per frame); the frames then stream alike.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import soundfile as sf
 import torch
 
 from . import audio as audio_lib
-from . import backends, crop, media, syncnet, templates, unet
+from . import backends, crop, hubert, media, syncnet, templates, unet
 from .checkpoint import CheckpointError
 from .config import Config, get_config
 from .data import AUDIO_WINDOW
@@ -70,10 +72,16 @@ class FeatureStream:
     audio window) and the silence decisions of those frames (a quiet stretch counts as silence
     only once it has lasted `min_silence` frames). Silent frames get the features of digital
     silence, so pauses give one still, closed mouth instead of noise-driven twitching.
+
+    encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). Features
+    that need the whole audio (`hubert`) come instead as `features` (T, F), computed up front,
+    with `silence` (F,); the audio pushed must then be that same audio.
     """
 
-    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], cfg: Config) -> None:
-        self.cfg, self._encode = cfg, encode  # (B, 1, 80, 16) mel windows -> (B, F)
+    def __init__(self, encode: Callable[[np.ndarray], np.ndarray] | None, cfg: Config,
+                 features: np.ndarray | None = None, silence: np.ndarray | None = None) -> None:
+        self.cfg, self._encode = cfg, encode
+        self._given = features
         self.mel = audio_lib.MelStream(cfg.audio, cfg.media.sample_rate)
         self.hop = cfg.media.sample_rate // cfg.media.fps  # samples per video frame
         self.min_silence = max(1, round(cfg.infer.min_silence_s * cfg.media.fps))
@@ -87,6 +95,12 @@ class FeatureStream:
         self.n_featured = 0  # frames 0..n_featured-1 have features
         self.n_frames: int | None = None  # known after finish()
         self.n_samples = 0
+        if features is not None:
+            if silence is None:
+                raise ValueError("precomputed features need the silence feature too")
+            self.silence_feature = silence
+            self.n_featured = len(features)
+            return
         mute = np.full((1, 1, cfg.audio.n_mels, cfg.audio.mel_window), -cfg.audio.max_abs_value,
                        np.float32)
         self.silence_feature = self._encode(mute)[0]
@@ -95,7 +109,8 @@ class FeatureStream:
     def push(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, np.float32).reshape(-1)
         self.n_samples += len(samples)
-        self._mel_cols.extend(self.mel.push(samples))
+        if self._given is None:
+            self._mel_cols.extend(self.mel.push(samples))
         self._tail = np.concatenate([self._tail, samples])
         n_whole = len(self._tail) // self.hop
         for k in range(n_whole):
@@ -107,7 +122,12 @@ class FeatureStream:
 
     def finish(self) -> None:
         self.n_frames = audio_lib.n_video_frames(self.n_samples, self.cfg.media)
-        self._mel_cols.extend(self.mel.finish())
+        if self._given is not None and len(self._given) != self.n_frames:
+            raise InferError(f"features were computed for {len(self._given)} frames but the "
+                             f"audio pushed makes {self.n_frames}; push the audio the features "
+                             "were computed from")
+        if self._given is None:
+            self._mel_cols.extend(self.mel.finish())
         while len(self.raw_quiet) < self.n_frames:  # the last, partial frame
             self.raw_quiet.append(frame_level_db(self._tail) < self.cfg.infer.silence_db)
             self._tail = self._tail[:0]
@@ -136,6 +156,8 @@ class FeatureStream:
 
     # -- features
     def _featurise(self, final: bool) -> None:
+        if self._given is not None:
+            return
         cfg, win = self.cfg, self.cfg.audio.mel_window
         n_mel = self._mel_base + len(self._mel_cols)
         if final:
@@ -178,7 +200,10 @@ class FeatureStream:
         rows = []
         for u in range(t - AUDIO_WINDOW // 2, t + AUDIO_WINDOW - AUDIO_WINDOW // 2):
             u = min(max(u, 0), last)
-            rows.append(self.silence_feature if self.silent[u] else self._features[u])
+            if self.silent[u]:
+                rows.append(self.silence_feature)
+            else:
+                rows.append(self._given[u] if self._given is not None else self._features[u])
         return np.stack(rows)
 
     def release(self, before: int) -> None:
@@ -343,14 +368,27 @@ def _encoder_for(ds: PreparedDataset, ckpt_dir: Path, ave_weights: str | Path | 
     return encode
 
 
+def _hubert_for(cfg: Config, checkpoints_root: str | Path,
+                device: torch.device) -> hubert.HubertFeatures:
+    """The HuBERT model of a `hubert` generator, from the local folder (never downloaded)."""
+    try:
+        return hubert.HubertFeatures.load(
+            hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root), cfg.media, device)
+    except hubert.HubertError as exc:
+        raise InferError(f"{exc} (this generator was trained on HuBERT features)") from exc
+
+
 class Avatar:
-    """A trained person ready to speak: dataset, generator backend and audio encoder."""
+    """A trained person ready to speak: dataset, generator backend and audio features
+    (`encode`, the mel audio encoder, for `ave`; `speech`, a HuBERT model, for `hubert`)."""
 
     def __init__(self, name: str, cfg: Config, ds: PreparedDataset, backend: backends.Backend,
-                 encode: Callable[[np.ndarray], np.ndarray], checkpoint: Path,
-                 output_root: Path) -> None:
+                 encode: Callable[[np.ndarray], np.ndarray] | None, checkpoint: Path,
+                 output_root: Path, speech: hubert.HubertFeatures | None = None) -> None:
+        if (encode is None) == (speech is None):
+            raise ValueError("give exactly one of encode (ave) and speech (hubert)")
         self.name, self.cfg, self.dataset = name, cfg, ds
-        self.backend, self.encode = backend, encode
+        self.backend, self.encode, self.speech = backend, encode, speech
         self.device = getattr(backend, "device", torch.device("cpu"))  # onnxruntime: CPU
         self.checkpoint, self.output_root = checkpoint, output_root
         self.crop_cfg = ds.config.crop
@@ -385,11 +423,23 @@ class Avatar:
             raise CheckpointError(f"{path} was trained with preset {saved.preset!r}, not "
                                   f"{preset!r}; leave preset out or train a {preset} model")
         cfg = saved.override(overrides or {})
+        mode = cfg.model.audio_mode
+        if mode not in ("ave", "hubert"):
+            raise InferError(f"{path} was trained with audio_mode {mode!r}; inference supports "
+                             "'ave' and 'hubert'")
         kind = backends.choose(backend or cfg.infer.backend, dev)
         chosen = backends.make_backend(model, cfg, path, kind, str(dev))
         log.info("%s: %s, %s", name, path.name, chosen.describe())
+        if mode == "hubert":
+            return cls(name, cfg, ds, chosen, None, path, Path(output_root),
+                       speech=_hubert_for(cfg, checkpoints_root, dev))
         encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
         return cls(name, cfg, ds, chosen, encode, path, Path(output_root))
+
+    @functools.cached_property
+    def speech_silence(self) -> np.ndarray:
+        """(2048,) HuBERT features of digital silence (hubert avatars)."""
+        return self.speech.silence()
 
     @functools.cached_property
     def idle_runs(self) -> list[tuple[int, int]]:
@@ -414,14 +464,20 @@ class Avatar:
             return None
         return templates.loop_back_sequence(n_out, self.n_frames, self.cfg.infer.start_frame)
 
-    def stream(self, template_indices: Iterable[int] | None = None) -> LipSyncStream:
-        """A live session: push audio chunks, get finished frames (see LipSyncStream)."""
-        return LipSyncStream(self, template_indices)
+    def stream(self, template_indices: Iterable[int] | None = None,
+               audio: np.ndarray | None = None) -> LipSyncStream:
+        """A live session: push audio chunks, get finished frames (see LipSyncStream).
+
+        audio: the (N,) 16 kHz audio that will be pushed, when known in advance. A `hubert`
+        avatar needs it (HuBERT features are computed for all of it first, in chunks); `ave`
+        ignores it and works on audio as it arrives.
+        """
+        return LipSyncStream(self, template_indices, audio)
 
     def frames(self, wav: np.ndarray, template_indices: Iterable[int] | None = None,
                block: int = 16_000) -> Iterator[np.ndarray]:
         """All frames for (N,) float32 16 kHz audio, streamed."""
-        with self.stream(template_indices) as live:
+        with self.stream(template_indices, wav) as live:
             for i in range(0, len(wav), block):
                 yield from live.push(wav[i:i + block])
             yield from live.finish()
@@ -448,7 +504,8 @@ class Avatar:
                 out = self.output_root / self.name / f"{stem}.mp4"
             if template_indices is None:
                 template_indices = self.planned_templates(n_out)
-            live = stack.enter_context(self.stream(template_indices))
+            whole = sf.read(str(wav_path), dtype="float32")[0] if self.speech is not None else None
+            live = stack.enter_context(self.stream(template_indices, whole))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
             with bar, media.VideoWriter(out, fps=self.cfg.media.fps, crf=self.cfg.infer.crf,
@@ -490,10 +547,19 @@ class LipSyncStream:
     the same audio.
     """
 
-    def __init__(self, avatar: Avatar, template_indices: Iterable[int] | None = None) -> None:
+    def __init__(self, avatar: Avatar, template_indices: Iterable[int] | None = None,
+                 audio: np.ndarray | None = None) -> None:
         self.avatar = avatar
         cfg = avatar.cfg
-        self.features = FeatureStream(avatar.encode, cfg)
+        if avatar.speech is None:
+            self.features = FeatureStream(avatar.encode, cfg)
+        elif audio is None:
+            raise InferError("hubert streaming of audio that is still arriving is not "
+                             "supported (HuBERT needs the whole audio); use render() or "
+                             "frames(), or pass the audio: avatar.stream(audio=wav)")
+        else:
+            self.features = FeatureStream(None, cfg, avatar.speech(np.asarray(audio, np.float32)),
+                                          avatar.speech_silence)
         self._given = iter(template_indices) if template_indices is not None else None
         core = cfg.infer.mode == "core"
         if cfg.infer.mode not in ("bounce", "core"):

@@ -407,7 +407,7 @@ class Server:
         avatar = self.avatar
         job.audio_s = round(len(wav) / self.sample_rate, 3)
         job.n_frames = audio_lib.n_video_frames(len(wav), self.cfg.media)
-        live = await self.worker.run(avatar.stream, avatar.planned_templates(job.n_frames))
+        live = await self.worker.run(avatar.stream, avatar.planned_templates(job.n_frames), wav)
         save_to = Path(job.debug_folder) if job.debug_folder and self.debug["save_frames"] \
             else None
 
@@ -613,7 +613,7 @@ def warm_up(server: Server) -> float:
     t0 = time.perf_counter()
     wav = server.speaker.speak("Hello there.")
     hop = round(server.settings.chunk_s * server.sample_rate)
-    with server.avatar.stream() as live:
+    with server.avatar.stream(audio=wav) as live:
         for i in range(0, len(wav), hop):
             live.push(wav[i:i + hop])
         live.finish()

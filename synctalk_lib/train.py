@@ -198,7 +198,7 @@ def train_generator(
 
     Args:
         features: (T, F) float32 audio features per video frame (`ave`: 512 from the SyncNet
-            audio encoder), T = ds.n_frames.
+            audio encoder; `hubert`: 2048, two HuBERT frames), T = ds.n_frames.
         syncnet: frozen lip-sync expert for the sync loss (None: no sync loss).
         steps: stop after this many steps in total (default: from cfg.train).
         resume: continue from the newest checkpoint in out_dir when there is one.
@@ -386,6 +386,26 @@ def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
     return feats
 
 
+def hubert_features_for(ds: PreparedDataset, cfg: Config, hubert_dir: Path,
+                        device: str | None = None) -> np.ndarray:
+    """(T, 2048) `hubert` features per frame, cached as dataset/<name>/aud_hu.npy in
+    SyncTalk_2D's (T, 2, 1024) layout, keyed on the HuBERT folder's files and the audio."""
+    from . import files, hubert
+
+    target = ds.paths.folder / "aud_hu.npy"
+    key_file = ds.paths.cached("aud_hu.json")
+    key = files.digest_of({"hubert": hubert.source_digest(hubert_dir),
+                           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames})
+    if (target.is_file() and key_file.is_file()
+            and json.loads(key_file.read_text()).get("key") == key):
+        return np.load(target).reshape(ds.n_frames, -1)
+    extractor = hubert.HubertFeatures.load(hubert_dir, cfg.media, device)
+    feats = extractor(ds.wav(), ds.n_frames)
+    files.save_npy(target, feats.reshape(ds.n_frames, hubert.FRAMES_PER_VIDEO_FRAME, -1))
+    files.save_json(key_file, {"key": key, "hubert": str(hubert_dir)})
+    return feats
+
+
 def train_person(
     name: str,
     cfg: Config,
@@ -399,18 +419,24 @@ def train_person(
     progress: bool = True,
     on_log: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> PersonResult:
-    """SyncNet (trained once, reused), `ave` audio features, then the generator.
+    """SyncNet (trained once, reused), audio features (`ave` or `hubert`), then the generator.
 
     ave_weights: SyncTalk_2D's `audio_visual_encoder.pth` if you have it; otherwise the audio
-    encoder of the person's own SyncNet provides the features.
+    encoder of the person's own SyncNet provides the features. `hubert` features come from
+    local HuBERT weights (`model.hubert_dir`, see hubert.resolve_dir); SyncNet, which the sync
+    loss uses, works on mels in both modes.
     """
-    from . import preprocess, syncnet
+    from . import hubert, preprocess, syncnet
 
-    if cfg.model.audio_mode != "ave":
+    mode = cfg.model.audio_mode
+    if mode not in ("ave", "hubert"):
         raise TrainError(
-            f"audio mode {cfg.model.audio_mode!r} needs pretrained speech features (HuBERT / "
-            "WeNet weights) that this workbench cannot download and does not extract yet; "
-            "use model.audio_mode='ave' (features from the person's own SyncNet)")
+            f"audio mode {mode!r} needs pretrained speech features (WeNet weights) that this "
+            "workbench does not extract yet; use model.audio_mode='ave' (features from the "
+            "person's own SyncNet) or 'hubert' (local HuBERT weights)")
+    hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
+    if mode == "hubert":
+        hubert.check_dir(hubert_dir)  # say so now, not after SyncNet has trained
     ds = preprocess.load_dataset(name, dataset_root)
     out_dir = Path(checkpoints_root) / name
     init_distributed(pick_device(device))
@@ -424,22 +450,32 @@ def train_person(
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     expert = syncnet.load_syncnet(sync_path, device=device)
-    if ave_weights is not None:
-        encoder = syncnet.AudioEncoder()
-        syncnet.load_ave_weights(encoder, ave_weights)
-        source = Path(ave_weights)
+    if mode == "hubert":
+        features_path = ds.paths.folder / "aud_hu.npy"
+
+        def compute() -> np.ndarray:
+            return hubert_features_for(ds, cfg, hubert_dir, device)
     else:
-        encoder, source = expert.audio_encoder, sync_path
+        features_path = ds.paths.folder / "aud_ave.npy"
+        if ave_weights is not None:
+            encoder = syncnet.AudioEncoder()
+            syncnet.load_ave_weights(encoder, ave_weights)
+            source = Path(ave_weights)
+        else:
+            encoder, source = expert.audio_encoder, sync_path
+
+        def compute() -> np.ndarray:
+            return audio_features_for(ds, cfg, source, encoder, device)
     if rank == 0:  # one process computes and caches, the others then read the cache
-        audio_features_for(ds, cfg, source, encoder, device)
+        compute()
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-    feats = audio_features_for(ds, cfg, source, encoder, device)
+    feats = compute()
     use_sync = cfg.train.window > 1 and cfg.train.sync_weight > 0
     gen = train_generator(ds, cfg, out_dir, feats, syncnet=expert if use_sync else None,
                           steps=steps, resume=resume, device=device, progress=progress,
                           on_log=on_log)
-    return PersonResult(sync_path, accuracy, ds.paths.folder / "aud_ave.npy", gen)
+    return PersonResult(sync_path, accuracy, features_path, gen)
 
 
 @torch.no_grad()
