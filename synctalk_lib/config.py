@@ -139,6 +139,9 @@ class TrainConfig:
     keep_last: int = 3  # rolling checkpoints kept besides best.pt
     seed: int = 0
     augment: bool = True  # colour jitter only: geometry must match the audio-free crops
+    # torch.compile the generator (inductor): faster steps after a one-off compile of minutes
+    # on CPU, so worth it for long runs; falls back to eager if compiling fails
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,10 @@ class InferConfig:
     # and collar stay real; "rect": the whole masked rectangle, as SyncTalk_2D
     paste_region: str = "face"
     colour_match: bool = True  # shift the generated patch's colour to match its surroundings
+    # the generator's reference input: "still" = one closed-mouth frame of the person for every
+    # output frame, so the mouth follows only the audio; "template" = each template frame
+    # itself (SyncTalk_2D), which leaks the recording's own mouth motion, e.g. into pauses
+    reference: str = "still"
     template_gop: int = 16  # keyframe interval of the cached template video (random access)
 
 

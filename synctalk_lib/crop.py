@@ -141,31 +141,33 @@ def lower_face_mask(points: np.ndarray, boxes: np.ndarray, scheme: Scheme, cfg: 
 
     Why: the generator also redraws the neck, collar and lower cheeks, which move with the
     head and not with speech; on a real person those are where a briefly trained model
-    leaves blotches. The region is the jaw contour below the nose tip of `samples` frames
-    spread over the recording (their union, in crop pixels), grown by `margin` (fraction of
+    leaves blotches. The region is the jaw contour of `samples` frames spread over the
+    recording (their union, in crop pixels), cut at the top a quarter of the way from the nose
+    tip down to the lips (the nostrils stay real), grown by `margin` (fraction of
     the crop side) so a chin the generated mouth lowers further than the template's stays
     inside, then faded to 0 at its border over `feather`. points: (T, N, 2) landmarks in
     frame pixels; boxes: (T, 4) their crop boxes. Returns (size, size) float32, or None when
     the landmark scheme has no jaw contour (then use `paste_mask`).
     """
-    if not scheme.jaw or scheme.nose is None:
+    if not scheme.jaw or scheme.nose is None or scheme.lip_top is None:
         return None
     size = cfg.size
     picks = np.linspace(0, len(points) - 1, min(samples, len(points))).round().astype(int)
     region = np.zeros((size, size), np.uint8)
-    nose_y = []
+    top_y = []
     for i in picks:
         x0, y0, x1, _ = (float(v) for v in boxes[i])
         scale = size / (x1 - x0)  # crop pixels per frame pixel
         local = (points[i] - (x0, y0)) * scale
         jaw = np.round(local[list(scheme.jaw)] * 4).astype(np.int32)  # 2 bits of sub-pixel
         cv2.fillPoly(region, [jaw], 1, lineType=cv2.LINE_8, shift=2)
-        nose_y.append(local[scheme.nose, 1])
-    grow = max(int(round(margin * size)), 0)
+        nose, lip = local[scheme.nose, 1], local[scheme.lip_top, 1]
+        top_y.append(nose + 0.25 * (lip - nose))
+    grow = max(round(margin * size), 0)
     if grow:
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
         region = cv2.dilate(region, disc)
-    region[: max(int(np.ceil(np.median(nose_y))), 0)] = 0  # the nose stays real
+    region[: max(int(np.ceil(np.median(top_y))), 0)] = 0
     fade = max(feather * size, 1.0)
     inside = cv2.distanceTransform(region, cv2.DIST_L2, 5)
     return (np.clip(inside / fade, 0, 1) * paste_mask(cfg, feather)).astype(np.float32)

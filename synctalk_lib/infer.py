@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 
 from . import audio as audio_lib
-from . import backends, crop, hubert, media, syncnet, templates, unet
+from . import backends, crop, data, hubert, landmarks, media, syncnet, templates, unet
 from .checkpoint import CheckpointError
 from .config import Config, get_config
 from .data import AUDIO_WINDOW
@@ -453,6 +453,19 @@ class Avatar:
         return templates.silent_runs(quiet, max(2, round(cfg.infer.min_silence_s *
                                                          cfg.media.fps)))
 
+    @functools.cached_property
+    def reference_patch(self) -> np.ndarray | None:
+        """(S, S, 3) uint8 generator reference for `infer.reference="still"` (None: each
+        template frame is its own reference)."""
+        mode = self.cfg.infer.reference
+        if mode not in ("still", "template"):
+            raise InferError(f"unknown infer.reference {mode!r}; use 'still' or 'template'")
+        if mode == "template":
+            return None
+        index = still_reference_index(self.dataset, self.cfg)
+        return _model_patch(crop.inner(np.asarray(self.crops[index]), self.crop_cfg),
+                            self.cfg.model.image_size)
+
     def still(self, index: int | None = None) -> np.ndarray:
         """One real frame of the person (the start frame by default), (H, W, 3) uint8 RGB."""
         return self.reader[self.cfg.infer.start_frame if index is None else index]
@@ -623,12 +636,13 @@ class LipSyncStream:
                     if not (self.core and self.features.silent[t] and av.idle_runs)]
         patches: dict[int, np.ndarray] = {}
         if generate:
-            inner = [crop.inner(np.asarray(av.crops[idx[k]]), av.crop_cfg) for k in generate]
-            patch_in = np.stack([p if p.shape[0] == self._size else
-                                 cv2.resize(p, (self._size, self._size),
-                                            interpolation=cv2.INTER_AREA) for p in inner])
-            ref = patch_in.transpose(0, 3, 1, 2).astype(np.float32) / 255
-            masked = ref.copy()
+            patch_in = np.stack([_model_patch(crop.inner(np.asarray(av.crops[idx[k]]),
+                                                         av.crop_cfg), self._size)
+                                 for k in generate])
+            masked = patch_in.transpose(0, 3, 1, 2).astype(np.float32) / 255
+            ref = masked.copy() if av.reference_patch is None else np.broadcast_to(
+                av.reference_patch.transpose(2, 0, 1)[None].astype(np.float32) / 255,
+                masked.shape)
             x0, y0, x1, y1 = self._rect
             masked[:, :, y0:y1, x0:x1] = 0
             windows = np.stack([self.features.window(frames[k]) for k in generate])
@@ -644,6 +658,33 @@ class LipSyncStream:
                                       patches[k])
             result.append(frame)
         return result
+
+
+def _model_patch(inner_patch: np.ndarray, size: int) -> np.ndarray:
+    """An inner crop patch at the generator's input size."""
+    if inner_patch.shape[0] == size:
+        return inner_patch
+    return cv2.resize(inner_patch, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def still_reference_index(ds: PreparedDataset, cfg: Config) -> int:
+    """A closed-mouth frame in a typical head position: the generator's reference at inference.
+
+    Training shows the generator a random other frame as reference, so any frame is one it
+    knows; a closed mouth gives closed, still pauses. Among the training frames (held-out ones
+    are not candidates) with the 10 % most closed mouths, the one whose face sits nearest
+    the recording's median position and size.
+    """
+    split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
+    candidates = split.train if len(split.train) else np.arange(ds.n_frames)
+    opening = landmarks.mouth_opening(ds.points()[candidates], ds.scheme)
+    if np.all(np.isnan(opening)):  # no lip landmarks: the start frame
+        return int(cfg.infer.start_frame)
+    boxes = ds.boxes()[candidates].astype(np.float64)
+    typical = np.median(boxes, axis=0)
+    off = np.abs(boxes - typical).max(axis=1) / (typical[2] - typical[0])
+    closed = opening <= np.nanpercentile(opening, 10)
+    return int(candidates[np.flatnonzero(closed)[np.argmin(off[closed])]])
 
 
 # ---------------------------------------------------------------------- audio input

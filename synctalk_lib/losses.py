@@ -69,21 +69,25 @@ class VGGPerceptual(nn.Module):
         return loss / len(_VGG19_TAPS)
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
     coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
 
 
-def _ssim_parts(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor):
-    c = x.shape[1]
-    pad = window.shape[-1] // 2
-    mu_x = F.conv2d(x, window, padding=pad, groups=c)
-    mu_y = F.conv2d(y, window, padding=pad, groups=c)
-    sxx = F.conv2d(x * x, window, padding=pad, groups=c) - mu_x**2
-    syy = F.conv2d(y * y, window, padding=pad, groups=c) - mu_y**2
-    sxy = F.conv2d(x * y, window, padding=pad, groups=c) - mu_x * mu_y
+def _gaussian_blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Zero-padded 2-D Gaussian blur as two 1-D passes: the same sums as the k×k kernel at
+    2k instead of k² multiply-adds a pixel (the perceptual term was a tenth of a CPU step)."""
+    c, k = x.shape[1], g.numel()
+    x = F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, k // 2), groups=c)
+    return F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
+
+
+def _ssim_parts(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor):
+    """(SSIM map, contrast-structure map) of Wang et al. with Gaussian window `g`."""
+    stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 1), g)
+    mu_x, mu_y, exx, eyy, exy = stats.chunk(5, dim=1)
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     cs = (2 * sxy + c2) / (sxx + syy + c2)
     luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
@@ -92,8 +96,7 @@ def _ssim_parts(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor):
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11) -> torch.Tensor:
     """Mean SSIM of (B, C, H, W) images in [0, 1]; 1 = identical."""
-    window = _gaussian_window(window_size, 1.5, x.shape[1], x.device, x.dtype)
-    return _ssim_parts(x, y, window)[0].mean()
+    return _ssim_parts(x, y, _gaussian_1d(window_size, 1.5, x.device, x.dtype))[0].mean()
 
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, scales: int | None = None) -> torch.Tensor:
@@ -102,8 +105,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, scales: int | None = None) -> torc
     max_scales = max(1, min(5, int(torch.log2(torch.tensor(min(x.shape[-2:]) / 11.0))) + 1))
     n = min(scales or max_scales, max_scales)
     weights = weights[:n] / weights[:n].sum()
-    window = _gaussian_window(7 if min(x.shape[-2:]) < 64 else 11, 1.5, x.shape[1],
-                              x.device, x.dtype)
+    window = _gaussian_1d(7 if min(x.shape[-2:]) < 64 else 11, 1.5, x.device, x.dtype)
     value = x.new_ones(())
     for level in range(n):
         full, cs = _ssim_parts(x, y, window)

@@ -123,7 +123,8 @@ def learning_rate(cfg: Config, step: int, total: int) -> float:
                          "choose 'constant' or 'cosine'")
     scale = min(1.0, (step + 1) / tcfg.warmup_steps) if tcfg.warmup_steps > 0 else 1.0
     if tcfg.lr_schedule == "cosine":
-        progress = min(step / max(total - 1, 1), 1.0)
+        done = max(step - tcfg.warmup_steps + 1, 0) if tcfg.warmup_steps > 0 else step
+        progress = min(done / max(total - max(tcfg.warmup_steps, 1), 1), 1.0)
         floor = tcfg.min_lr_ratio
         scale *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return tcfg.lr * scale
@@ -245,6 +246,8 @@ def train_generator(
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if tcfg.compile:
+        net = compiled(net)
     total = steps if steps is not None else total_steps(cfg, len(train_set))
     amp = (torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda"
            else contextlib.nullcontext())
@@ -308,6 +311,16 @@ def train_generator(
         dist.barrier()
     return TrainResult(last_path, out_dir / BEST, step, history, loss_fn.perceptual_name,
                        seconds)
+
+
+def compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """`torch.compile(module)` sharing its parameters (checkpoints keep plain key names);
+    on a machine where inductor cannot build (no C++ compiler) it runs eagerly instead."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    log.info("compiling the generator (the first step takes minutes on CPU)")
+    return torch.compile(module)
 
 
 def _must_match(cfg: Config) -> dict[str, Any]:

@@ -291,3 +291,18 @@ def test_one_long_push_yields_nearly_everything(avatar, speech):
     total = audio.n_video_frames(len(wav), avatar.cfg.media)
     assert total - 25 <= len(first) < total
     assert len(first) + len(live.finish()) == total
+
+
+def test_still_reference_is_a_closed_mouth_training_frame(avatar, trained_person):
+    from synctalk_lib import data, landmarks
+
+    ds, cfg = avatar.dataset, avatar.cfg
+    index = infer.still_reference_index(ds, cfg)
+    split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
+    assert index in set(split.train.tolist()), "held-out frames are never the reference"
+    opening = landmarks.mouth_opening(ds.points()[split.train], ds.scheme)
+    assert opening[split.train.tolist().index(index)] <= np.percentile(opening, 10) + 1e-6
+    assert avatar.reference_patch.shape == (cfg.model.image_size,) * 2 + (3,)
+    template_ref = _load(trained_person, backend="onnx",
+                         overrides={"infer.reference": "template"})
+    assert template_ref.reference_patch is None
