@@ -121,11 +121,6 @@ class TrainConfig:
     batch_size: int = 8  # windows per step
     window: int = 5  # consecutive frames per window; 1 turns sync and temporal losses off
     lr: float = 1e-3
-    # "constant" (SyncTalk_2D) | "cosine": decay to lr * min_lr_ratio over the run; a short
-    # CPU run ends with low-noise steps, which is what settles the colours of a small model
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0  # linear ramp from lr / warmup_steps at the start
-    min_lr_ratio: float = 0.05
     l1_weight: float = 1.0
     perceptual_weight: float = 0.01  # VGG19 features when on disk, else MS-SSIM
     sync_weight: float = 0.1  # SyncNet says "in sync" for generated mouths

@@ -74,6 +74,15 @@ def model_patches(ds: PreparedDataset, image_size: int, start: int = 0,
     return patches if image_size == ccfg.inner else resize_patches(patches, image_size)
 
 
+def mean_colour(patches: np.ndarray, indices: np.ndarray, cfg: Config,
+                samples: int = 64) -> np.ndarray:
+    """(3,) mean RGB in [0, 1] of the masked (generated) area over `samples` of the frames."""
+    picks = indices[np.linspace(0, len(indices) - 1, min(samples, len(indices))).astype(int)]
+    x0, y0, x1, y1 = crop.mask_rect(cfg.crop, patches.shape[1])
+    area = np.stack([np.asarray(patches[i])[y0:y1, x0:x1] for i in picks])
+    return area.reshape(-1, 3).mean(axis=0) / 255
+
+
 def mouth_box(ds: PreparedDataset, image_size: int, margin: float = 0.35) -> tuple[int, ...]:
     """(x0, y0, x1, y1) in model pixels around the mouth, from the landmarks' median.
 

@@ -115,21 +115,6 @@ def total_steps(cfg: Config, n_windows: int) -> int:
     return cfg.train.steps
 
 
-def learning_rate(cfg: Config, step: int, total: int) -> float:
-    """The lr of step `step` of a `total`-step run: a pure function, so resume is exact."""
-    tcfg = cfg.train
-    if tcfg.lr_schedule not in ("constant", "cosine"):
-        raise TrainError(f"unknown train.lr_schedule {tcfg.lr_schedule!r}; "
-                         "choose 'constant' or 'cosine'")
-    scale = min(1.0, (step + 1) / tcfg.warmup_steps) if tcfg.warmup_steps > 0 else 1.0
-    if tcfg.lr_schedule == "cosine":
-        done = max(step - tcfg.warmup_steps + 1, 0) if tcfg.warmup_steps > 0 else step
-        progress = min(done / max(total - max(tcfg.warmup_steps, 1), 1), 1.0)
-        floor = tcfg.min_lr_ratio
-        scale *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return tcfg.lr * scale
-
-
 class StepLoss:
     """Computes the weighted loss terms of one batch; holds the frozen helper networks."""
 
@@ -224,7 +209,9 @@ def train_generator(
                                                 augment=False)
     mouth = data.mouth_box(ds, cfg.model.image_size)
 
-    model = unet.Generator.from_config(cfg.model).to(dev, memory_format=torch.channels_last)
+    model = unet.Generator.from_config(cfg.model)
+    model.start_at_colour(data.mean_colour(patches, split.train, cfg))
+    model = model.to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     if syncnet is not None:
         syncnet = syncnet.to(dev).eval().requires_grad_(False)
@@ -260,8 +247,6 @@ def train_generator(
     while step < total:
         idx = batch_indices(step, len(train_set), tcfg.batch_size, tcfg.seed, rank, world)
         batch = _to(_collate([train_set[int(i)] for i in idx]), dev)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step, total)
         model.train()
         try:
             with amp:

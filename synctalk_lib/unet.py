@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,6 +251,16 @@ class Generator(nn.Module):
         ins = (c[3], *outs[:-1])
         self.ups = nn.ModuleList(UpBlock(ins[i] + skips[i], outs[i]) for i in range(5))
         self.head = nn.Conv2d(outs[-1], 3, 1)
+
+    @torch.no_grad()
+    def start_at_colour(self, rgb: Sequence[float]) -> None:
+        """Make a fresh model output `rgb` (mean colour in [0, 1]) instead of sigmoid(0) grey.
+
+        Why: the output bias moves about lr per Adam step, so from grey a skin tone takes
+        hundreds of steps to reach, and a short CPU run ends with a colour cast.
+        """
+        p = torch.as_tensor(rgb, dtype=self.head.bias.dtype).clamp(0.02, 0.98)
+        self.head.bias.copy_(torch.log(p / (1 - p)))
 
     @classmethod
     def from_config(cls, cfg: ModelConfig | Config) -> Generator:

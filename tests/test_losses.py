@@ -1,10 +1,8 @@
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from synctalk_lib import losses, train
-from synctalk_lib.config import get_config
+from synctalk_lib import losses
 
 
 def _ssim_2d(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1.5) -> float:
@@ -41,16 +39,3 @@ def test_ms_ssim_falls_as_noise_grows():
               for a in (0.0, 0.05, 0.2)]
     assert values[0] == pytest.approx(1.0, abs=1e-5)
     assert values[0] > values[1] > values[2]
-
-
-def test_cosine_schedule_warms_up_then_decays_to_the_floor():
-    cfg = get_config("tiny", {"train.lr_schedule": "cosine", "train.warmup_steps": 10,
-                              "train.lr": 1e-3, "train.min_lr_ratio": 0.1})
-    lrs = np.array([train.learning_rate(cfg, s, 100) for s in range(100)])
-    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3, rel=0.01)
-    assert np.all(np.diff(lrs[:10]) > 0) and np.all(np.diff(lrs[10:]) < 0)
-    assert lrs[-1] == pytest.approx(1e-4)
-    constant = get_config("tiny")
-    assert {train.learning_rate(constant, s, 100) for s in range(100)} == {constant.train.lr}
-    with pytest.raises(train.TrainError, match="lr_schedule"):
-        train.learning_rate(get_config("tiny", {"train.lr_schedule": "step"}), 0, 10)

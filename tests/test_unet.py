@@ -276,3 +276,22 @@ def test_a_few_adam_steps_reduce_l1_on_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_a_fresh_generator_can_start_at_the_data_colour():
+    import numpy as np
+
+    from synctalk_lib import data
+
+    cfg = get_config("tiny")
+    model = Generator.from_config(cfg.model).eval()
+    x = torch.rand(2, 6, 64, 64)
+    audio = torch.rand(2, *audio_feature_shape("ave"))
+    torch.nn.init.zeros_(model.head.weight)  # isolate the bias: output = sigmoid(bias)
+    model.start_at_colour([0.8, 0.5, 0.3])
+    out = model(x, audio)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.tensor([0.8, 0.5, 0.3]), atol=1e-5)
+    patches = np.zeros((4, 64, 64, 3), np.uint8)
+    patches[..., 0] = 200  # red inside and outside the masked area
+    colour = data.mean_colour(patches, np.arange(4), cfg)
+    np.testing.assert_allclose(colour, [200 / 255, 0, 0], atol=1e-6)
