@@ -13,7 +13,7 @@ demo: setup
 	$(PY) scripts/run_notebooks.py --out outputs/demo
 
 test: setup
-	TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=15
 
 lint: setup
 	$(PY) -m ruff check synctalk_lib tests bench scripts

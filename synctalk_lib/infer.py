@@ -229,9 +229,9 @@ class Compositor:
     SIGMA = 0.08  # of the inner side: how far the band's correction reaches inwards
     FLOOR = 0.3
 
-    def __init__(self, cfg: Config, crop_cfg, alpha: np.ndarray | None = None) -> None:
+    def __init__(self, cfg: Config, crop_cfg, alpha: np.ndarray) -> None:
         self.ccfg = crop_cfg
-        self.alpha = crop.paste_mask(crop_cfg, cfg.infer.feather) if alpha is None else alpha
+        self.alpha = alpha  # (size, size) paste weights, see paste_alpha
         inner = crop.inner(self.alpha, crop_cfg)
         band = ((inner > 0.02) & (inner < 0.98)).astype(np.float32)
         n = crop_cfg.inner // self.SCALE
@@ -270,19 +270,20 @@ class Compositor:
         return crop.paste_back(frame, self.patch_in_crop(crop_img, patch), box, self.alpha)
 
 
-def paste_alpha(ds: PreparedDataset, cfg: Config) -> np.ndarray | None:
-    """The person's paste-back weights for `infer.paste_region` (None: the rectangle)."""
+def paste_alpha(ds: PreparedDataset, cfg: Config) -> np.ndarray:
+    """(size, size) paste-back weights of person `ds` for `infer.paste_region`."""
     region = cfg.infer.paste_region
     if region not in ("face", "rect"):
         raise InferError(f"unknown infer.paste_region {region!r}; choose 'face' or 'rect'")
+    rect = crop.paste_mask(ds.config.crop, cfg.infer.feather)
     if region == "rect":
-        return None
+        return rect
     alpha = crop.lower_face_mask(ds.points(), ds.boxes(), ds.scheme, ds.config.crop,
                                  cfg.infer.feather)
     if alpha is None:
         log.info("%s landmarks have no jaw contour: pasting the whole rectangle",
                  ds.scheme.name)
-    return alpha
+    return rect if alpha is None else alpha
 
 
 # ---------------------------------------------------------------------- the person

@@ -482,8 +482,9 @@ def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.nd
                     batch: int = 16) -> np.ndarray:
     """Generate the inner patches of `indices` from their own masked frames and audio.
 
-    patches: (T, S, S, 3) uint8 RGB model-size patches; reference: (S, S, 3) uint8 (default:
-    each frame is its own reference, as at inference). Returns (N, S, S, 3) uint8 RGB.
+    patches: (T, S, S, 3) uint8 RGB model-size patches; reference: (S, S, 3) uint8, e.g. the
+    still frame inference uses (`infer.still_reference_index`); default: each frame is its own
+    reference, as SyncTalk_2D infers, which lets the real mouth leak into the output. Returns (N, S, S, 3) uint8 RGB.
     """
     from . import crop
 
