@@ -4,8 +4,7 @@ Each preset runs in its own process (so peak RSS is its own) on a short syntheti
 clip: `train.train_generator` with every loss term on (a randomly initialised SyncNet stands in
 for a trained one: the cost is the same). The first step is warm-up; the rest are timed.
 `hd328` also runs SyncTalk_2D's own step shape (batch 8 single frames, no sync/temporal
-terms), the figure DESIGN.md §9 gives for the reference (11.5-22.6 s per step on this CPU),
-eagerly and with `train.compile` (its first step, which compiles, is reported apart).
+terms), the figure DESIGN.md §9 gives for the reference (11.5-22.6 s per step on this CPU).
 Writes JSON to outputs/bench/train.json and prints a table.
 
     .venv/bin/python bench/train.py [--presets tiny cpu hd328] [--steps 4]
@@ -33,8 +32,6 @@ CASES = {
     "hd328": {},
     "hd328-reference-step": {"train.window": 1, "train.batch_size": 8,
                              "train.perceptual_weight": 0.0},
-    "hd328-reference-step-compiled": {"train.window": 1, "train.batch_size": 8,
-                                      "train.perceptual_weight": 0.0, "train.compile": True},
     "reference-loop": {},  # not a preset: SyncTalk_2D's step re-created, see run_reference_loop
 }
 
@@ -139,12 +136,7 @@ def main() -> int:
         ref["vs_reference"] = [round(r / ref["s_per_step"], 2) for r in REFERENCE_S_PER_STEP]
     if ref and loop:
         ref["vs_reference_loop"] = round(loop["s_per_step"] / ref["s_per_step"], 2)
-    compiled = next((r for r in rows if r["case"] == "hd328-reference-step-compiled"), None)
-    if compiled:
-        compiled["vs_reference"] = [round(r / compiled["s_per_step"], 2)
-                                    for r in REFERENCE_S_PER_STEP]
-        if loop:
-            compiled["vs_reference_loop"] = round(loop["s_per_step"] / compiled["s_per_step"], 2)
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"{'case':<22}{'frames/step':>12}{'s/step':>9}{'frames/s':>10}{'peak MB':>9}")
@@ -158,10 +150,6 @@ def main() -> int:
     if ref and loop:
         print(f"hd328 reference-shaped step vs the re-created reference loop in this run: "
               f"{ref['vs_reference_loop']}x")
-    if compiled and loop:
-        print(f"the same step with train.compile=True (first step, compiling: "
-              f"{compiled['first_step_s']} s) vs the reference loop: "
-              f"{compiled['vs_reference_loop']}x")
     print(f"wrote {args.out}")
     return 0
 

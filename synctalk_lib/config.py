@@ -134,9 +134,6 @@ class TrainConfig:
     keep_last: int = 3  # rolling checkpoints kept besides best.pt
     seed: int = 0
     augment: bool = True  # colour jitter only: geometry must match the audio-free crops
-    # torch.compile the generator (inductor): faster steps after a one-off compile of minutes
-    # on CPU, so worth it for long runs; falls back to eager if compiling fails
-    compile: bool = False
 
 
 @dataclass(frozen=True)

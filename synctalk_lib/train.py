@@ -233,8 +233,6 @@ def train_generator(
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if tcfg.compile:
-        net = compiled(net)
     total = steps if steps is not None else total_steps(cfg, len(train_set))
     amp = (torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda"
            else contextlib.nullcontext())
@@ -296,16 +294,6 @@ def train_generator(
         dist.barrier()
     return TrainResult(last_path, out_dir / BEST, step, history, loss_fn.perceptual_name,
                        seconds)
-
-
-def compiled(module: torch.nn.Module) -> torch.nn.Module:
-    """`torch.compile(module)` sharing its parameters (checkpoints keep plain key names);
-    on a machine where inductor cannot build (no C++ compiler) it runs eagerly instead."""
-    import torch._dynamo
-
-    torch._dynamo.config.suppress_errors = True
-    log.info("compiling the generator (the first step takes minutes on CPU)")
-    return torch.compile(module)
 
 
 def _must_match(cfg: Config) -> dict[str, Any]:
