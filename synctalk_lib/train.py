@@ -350,6 +350,23 @@ class PersonResult:
     generator: TrainResult
 
 
+def _cached_features(ds: PreparedDataset, stem: str, key_parts: dict[str, Any],
+                     source: dict[str, str], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """dataset/<name>/<stem>.npy, computed once and again only when `key_parts` change."""
+    from . import files
+
+    target = ds.paths.folder / f"{stem}.npy"
+    key_file = ds.paths.cached(f"{stem}.json")
+    key = files.digest_of(key_parts)
+    if (target.is_file() and key_file.is_file()
+            and json.loads(key_file.read_text()).get("key") == key):
+        return np.load(target)
+    feats = compute()
+    files.save_npy(target, feats)
+    files.save_json(key_file, {"key": key, **source})
+    return feats
+
+
 def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
                        encoder: torch.nn.Module, device: str | None = None) -> np.ndarray:
     """(T, 512) `ave` features per frame, cached as dataset/<name>/aud_ave.npy.
@@ -359,37 +376,29 @@ def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
     """
     from . import files, syncnet
 
-    target = ds.paths.folder / "aud_ave.npy"
-    key_file = ds.paths.cached("aud_ave.json")
-    key = files.digest_of({"encoder": files.file_digest(encoder_source),
-                           "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames})
-    if (target.is_file() and key_file.is_file()
-            and json.loads(key_file.read_text()).get("key") == key):
-        return np.load(target)
-    feats = syncnet.audio_features(encoder, np.asarray(ds.mel_windows()), device=device)
-    files.save_npy(target, feats.astype(np.float32))
-    files.save_json(key_file, {"key": key, "encoder": str(encoder_source)})
-    return feats
+    key = {"encoder": files.file_digest(encoder_source),
+           "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames}
+    return _cached_features(
+        ds, "aud_ave", key, {"encoder": str(encoder_source)},
+        lambda: syncnet.audio_features(encoder, np.asarray(ds.mel_windows()),
+                                       device=device).astype(np.float32))
 
 
 def hubert_features_for(ds: PreparedDataset, cfg: Config, hubert_dir: Path,
                         device: str | None = None) -> np.ndarray:
     """(T, 2048) `hubert` features per frame, cached as dataset/<name>/aud_hu.npy in
     SyncTalk_2D's (T, 2, 1024) layout, keyed on the HuBERT folder's files and the audio."""
-    from . import files, hubert
+    from . import hubert
 
-    target = ds.paths.folder / "aud_hu.npy"
-    key_file = ds.paths.cached("aud_hu.json")
-    key = files.digest_of({"hubert": hubert.source_digest(hubert_dir),
-                           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames})
-    if (target.is_file() and key_file.is_file()
-            and json.loads(key_file.read_text()).get("key") == key):
-        return np.load(target).reshape(ds.n_frames, -1)
-    extractor = hubert.HubertFeatures.load(hubert_dir, cfg.media, device)
-    feats = extractor(ds.wav(), ds.n_frames)
-    files.save_npy(target, feats.reshape(ds.n_frames, hubert.FRAMES_PER_VIDEO_FRAME, -1))
-    files.save_json(key_file, {"key": key, "hubert": str(hubert_dir)})
-    return feats
+    def compute() -> np.ndarray:
+        extractor = hubert.HubertFeatures.load(hubert_dir, cfg.media, device)
+        feats = extractor(ds.wav(), ds.n_frames)
+        return feats.reshape(ds.n_frames, hubert.FRAMES_PER_VIDEO_FRAME, -1)
+
+    key = {"hubert": hubert.source_digest(hubert_dir),
+           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
+    feats = _cached_features(ds, "aud_hu", key, {"hubert": str(hubert_dir)}, compute)
+    return feats.reshape(ds.n_frames, -1)
 
 
 def train_person(
