@@ -7,7 +7,7 @@ for a trained one: the cost is the same). The first step is warm-up; the rest ar
 terms), the figure DESIGN.md §9 gives for the reference (11.5-22.6 s per step on this CPU).
 Writes JSON to outputs/bench/train.json and prints a table.
 
-    .venv/bin/python bench/train.py [--presets tiny cpu hd328] [--steps 4]
+    .venv/bin/python bench/train.py [--presets tiny cpu hd328] [--steps 6]
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--steps", type=int, default=4, help="timed steps + 1 warm-up")
+    parser.add_argument("--steps", type=int, default=6,
+                        help="steps per case; the first is warm-up, the median of the rest counts")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "train.json")
@@ -122,9 +123,8 @@ def main() -> int:
     make_dataset(root)
     rows = []
     for case in args.presets:
-        steps = args.steps if not case.startswith("hd328") else min(args.steps, 3)
         done = subprocess.run([sys.executable, __file__, "--one", case, "--root", str(root),
-                               "--steps", str(steps)], capture_output=True, text=True,
+                               "--steps", str(args.steps)], capture_output=True, text=True,
                               check=False)
         if done.returncode != 0:  # e.g. killed for memory: report it and go on
             print(f"{case}: failed ({done.returncode}): {done.stderr.strip()[-300:]}")

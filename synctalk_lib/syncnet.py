@@ -39,7 +39,7 @@ from torch import nn
 
 from . import checkpoint, data
 from .config import Config, SyncNetConfig
-from .device import pick_device
+from .device import pick_device, reuse_freed_memory
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -445,6 +445,7 @@ def evaluate(model: SyncNet, batches: list, device: torch.device) -> tuple[float
     return loss.item(), accuracy.item()
 
 
+@reuse_freed_memory()
 def train_syncnet(
     ds: PreparedDataset,
     cfg: Config,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import checkpoint, data, losses, unet
 from .config import Config
-from .device import pick_device
+from .device import pick_device, reuse_freed_memory
 from .preprocess import PreparedDataset
 from .progress import progress_bar
 
@@ -167,6 +167,7 @@ class StepLoss:
 
 # ---------------------------------------------------------------- the loop
 
+@reuse_freed_memory()
 def train_generator(
     ds: PreparedDataset,
     cfg: Config,
