@@ -134,40 +134,45 @@ def paste_mask(cfg: CropConfig, feather: float = 0.06) -> np.ndarray:
     return np.outer(ramp_y, ramp_x).astype(np.float32)
 
 
-def lower_face_mask(points: np.ndarray, boxes: np.ndarray, scheme: Scheme, cfg: CropConfig,
-                    feather: float = 0.06, margin: float = 0.06,
-                    samples: int = 64) -> np.ndarray | None:
-    """Blend weights that replace only the mouth and jaw, inside `paste_mask`'s rectangle.
+def lower_face_mask(points: np.ndarray, box: np.ndarray, scheme: Scheme, cfg: CropConfig,
+                    feather: float = 0.06, chin_drop: float = 0.06) -> np.ndarray | None:
+    """Blend weights of one frame that replace only its mouth and jaw, inside `paste_mask`.
 
-    Why: the generator also redraws the neck, collar and lower cheeks, which move with the
-    head and not with speech; on a real person those are where a briefly trained model
-    leaves blotches. The region is the jaw contour of `samples` frames spread over the
-    recording (their union, in crop pixels), cut at the top a quarter of the way from the nose
-    tip down to the lips (the nostrils stay real), grown by `margin` (fraction of
-    the crop side) so a chin the generated mouth lowers further than the template's stays
-    inside, then faded to 0 at its border over `feather`. points: (T, N, 2) landmarks in
-    frame pixels; boxes: (T, 4) their crop boxes. Returns (size, size) float32, or None when
-    the landmark scheme has no jaw contour (then use `paste_mask`).
+    Why: the generator also redraws the neck, collar, cheeks and whatever is beside the face
+    (hair, background), which move with the head and not with speech; on a real person those
+    are where a briefly trained model leaves blotches. The region is this frame's own jaw
+    contour, so the face's outline and everything beyond it stay real. Between the mouth
+    corners it reaches `chin_drop` (fraction of the crop side) lower, so a chin that the
+    generated mouth lowers further than the template's stays inside. It is cut at the top a
+    quarter of the way from the nose tip down to the lips (the nostrils stay real) and fades
+    from 0 at its border to 1 over `feather` inwards. points: (N, 2) landmarks in frame pixels; box: (4,) their crop box.
+    Returns (size, size) float32, or None when the landmark scheme has no jaw contour or the
+    frame has no landmarks (then use `paste_mask`).
     """
     if not scheme.jaw or scheme.nose is None or scheme.lip_top is None:
         return None
+    if not np.all(np.isfinite(points)):
+        return None
     size = cfg.size
-    picks = np.linspace(0, len(points) - 1, min(samples, len(points))).round().astype(int)
-    region = np.zeros((size, size), np.uint8)
-    top_y = []
-    for i in picks:
-        x0, y0, x1, _ = (float(v) for v in boxes[i])
-        scale = size / (x1 - x0)  # crop pixels per frame pixel
-        local = (points[i] - (x0, y0)) * scale
-        jaw = np.round(local[list(scheme.jaw)] * 4).astype(np.int32)  # 2 bits of sub-pixel
-        cv2.fillPoly(region, [jaw], 1, lineType=cv2.LINE_8, shift=2)
-        nose, lip = local[scheme.nose, 1], local[scheme.lip_top, 1]
-        top_y.append(nose + 0.25 * (lip - nose))
-    grow = max(round(margin * size), 0)
-    if grow:
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-        region = cv2.dilate(region, disc)
-    region[: max(int(np.ceil(np.median(top_y))), 0)] = 0
+    x0, y0, x1, _ = (float(v) for v in box)
+    local = (points - (x0, y0)) * (size / (x1 - x0))  # crop pixels
+    jaw = local[list(scheme.jaw)]
+    nose, lip = local[scheme.nose, 1], local[scheme.lip_top, 1]
+    top = nose + 0.25 * (lip - nose)
+    bottom = jaw[:, 1].max()
+    stretched = jaw.copy()  # from the top cut down, so the chin moves by chin_drop
+    stretched[:, 1] = top + (jaw[:, 1] - top) * (1 + chin_drop * size / max(bottom - top, 1.0))
+    region, lower = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
+    for img, poly in ((region, jaw), (lower, stretched)):  # 2 bits of sub-pixel precision
+        cv2.fillPoly(img, [np.round(poly * 4).astype(np.int32)], 1, lineType=cv2.LINE_8,
+                     shift=2)
+    if scheme.mouth_left is not None and scheme.mouth_right is not None:
+        # only under the mouth: the chin drops, the cheeks' outline does not move
+        xs = sorted((local[scheme.mouth_left, 0], local[scheme.mouth_right, 0]))
+        lower[:, : max(int(np.floor(xs[0])), 0)] = 0
+        lower[:, max(int(np.ceil(xs[1])) + 1, 0):] = 0
+    region |= lower
+    region[: max(int(np.ceil(top)), 0)] = 0
     fade = max(feather * size, 1.0)
     inside = cv2.distanceTransform(region, cv2.DIST_L2, 5)
     return (np.clip(inside / fade, 0, 1) * paste_mask(cfg, feather)).astype(np.float32)

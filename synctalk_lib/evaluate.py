@@ -799,18 +799,20 @@ def seam_difference_crops(crops: np.ndarray, mask: np.ndarray,
                           band: int = SEAM_BAND) -> np.ndarray:
     """(N,) colour step across the paste border of (N, S, S, 3) crops, in 0-255 levels.
 
-    mask: (S, S) paste weights in crop pixels (`crop.paste_mask`). Per angular sector of the
-    border, the mean colour of a `band`-px band where the mask is 1 minus that of a band where
-    it is 0; the result is the mean absolute step over sectors and channels. With
-    `references` (the same crops before pasting) the step the frame already had is
-    subtracted, so an unmodified frame scores 0 and only the step pasting added remains.
+    mask: (S, S) paste weights in crop pixels (`crop.paste_mask`), or (N, S, S), one per crop
+    (`infer.PasteMasks`). Per angular sector of the border, the mean colour of a `band`-px
+    band where the mask is 1 minus that of a band where it is 0; the result is the mean
+    absolute step over sectors and channels. With `references` (the same crops before
+    pasting) the step the frame already had is subtracted, so an unmodified frame scores 0
+    and only the step pasting added remains.
     """
-    if mask.shape != crops.shape[1:3]:
-        raise ValueError(f"mask is {mask.shape}, crops are {crops.shape[1:3]}; use "
-                         "crop.paste_mask(cfg.crop) with crops at cfg.crop.size")
-    inside, outside, sector = _seam_bands(mask, band)
+    if mask.shape[-2:] != crops.shape[1:3] or (mask.ndim == 3 and len(mask) != len(crops)):
+        raise ValueError(f"mask is {mask.shape}, crops are {crops.shape[:3]}; use "
+                         "crop.paste_mask(cfg.crop) (or one mask per crop) at cfg.crop.size")
+    bands = None if mask.ndim == 3 else _seam_bands(mask, band)
     out = np.empty(len(crops), np.float32)
     for i in range(len(crops)):
+        inside, outside, sector = bands or _seam_bands(mask[i], band)
         steps = _seam_steps(crops[i], inside, outside, sector)
         if references is not None:
             steps = steps - _seam_steps(references[i], inside, outside, sector)
@@ -902,7 +904,8 @@ def evaluate_clip(clip: Clip, *, real: Clip | None = None,
 
     real: the real clip of the same frames and audio (PSNR, SSIM, LMD, opening correlation);
     net / net_v2: the person's SyncNet / syncnet_python's (needs `make_clip(face_crops=True)`);
-    paste_mask: `crop.paste_mask(cfg.crop)` to measure the seam; background: the clip the
+    paste_mask: `crop.paste_mask(cfg.crop)`, or one mask per frame (`infer.PasteMasks`), to
+    measure the seam; background: the clip the
     mouths were pasted into (default `real`), whose own border step is subtracted.
     """
     started = time.perf_counter()
@@ -937,7 +940,8 @@ def evaluate_clip(clip: Clip, *, real: Clip | None = None,
         if background is not None:
             n = _common_length(clip.n_frames, background.n_frames, "seam: clip vs background")
             refs = background.crops[:n]
-        scores.seam = seam_difference_crops(clip.crops[:n], paste_mask, refs)
+        mask = paste_mask[:n] if paste_mask.ndim == 3 else paste_mask
+        scores.seam = seam_difference_crops(clip.crops[:n], mask, refs)
     scores.extra["seconds"] = round(time.perf_counter() - started, 2)
     return scores
 

@@ -13,6 +13,7 @@ computed first (in chunks, hubert.py) and held (8 kB per frame); the frames then
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import scipy.ndimage
 import soundfile as sf
 import torch
 
@@ -218,72 +221,108 @@ class FeatureStream:
 class Compositor:
     """Puts generated mouth patches back into full frames without a visible box.
 
-    Only the masked rectangle is replaced, through a feathered mask. Before that the patch's
-    colour is corrected where it meets the real frame: the real-minus-generated difference in
-    the fade band is spread smoothly over the patch (a normalised blur, in the spirit of
-    gradient-domain blending), so a colour cast of the generator, even one that varies across
-    the face, leaves no step at the border while the mouth itself keeps its generated content.
+    Only the region of the frame's paste weights (`PasteMasks`) is replaced, through their
+    feathered border. Before that the patch's colour is corrected where it meets the real
+    frame: the real-minus-generated difference in the fade band is spread smoothly over the
+    patch (a normalised blur, in the spirit of gradient-domain blending), so a colour cast of
+    the generator, even one that varies across the face, leaves no step at the border while
+    the mouth itself keeps its generated content.
     """
 
     SCALE = 4  # the correction is smooth: compute it at a quarter of the resolution
     SIGMA = 0.08  # of the inner side: how far the band's correction reaches inwards
     FLOOR = 0.3
 
-    def __init__(self, cfg: Config, crop_cfg, alpha: np.ndarray) -> None:
+    def __init__(self, cfg: Config, crop_cfg) -> None:
         self.ccfg = crop_cfg
-        self.alpha = alpha  # (size, size) paste weights, see paste_alpha
-        inner = crop.inner(self.alpha, crop_cfg)
-        band = ((inner > 0.02) & (inner < 0.98)).astype(np.float32)
         n = crop_cfg.inner // self.SCALE
         self._small = (n, n)
-        self._band = cv2.resize(band, self._small, interpolation=cv2.INTER_AREA)
         self._sigma = self.SIGMA * n
-        # dividing by the blurred band makes the correction exact in the band; the floor makes
-        # it fade out a few sigmas inside, so the mouth keeps the generator's own colours
-        self._norm = np.maximum(self._blur(self._band), self.FLOOR)
         self.colour_match = cfg.infer.colour_match
 
     def _blur(self, img: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(img, (0, 0), self._sigma, borderType=cv2.BORDER_REFLECT)
 
-    def correction(self, real: np.ndarray, patch: np.ndarray) -> np.ndarray:
-        """(inner, inner, 3) float32 to add to `patch` so it meets `real` in the fade band."""
+    def correction(self, real: np.ndarray, patch: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """(inner, inner, 3) float32 to add to `patch` so it meets `real` in the fade band of
+        `alpha` (the crop's paste weights)."""
+        inner = crop.inner(alpha, self.ccfg)
+        band = cv2.resize(((inner > 0.02) & (inner < 0.98)).astype(np.float32), self._small,
+                          interpolation=cv2.INTER_AREA)
+        # dividing by the blurred band makes the correction exact in the band; the floor makes
+        # it fade out a few sigmas inside, so the mouth keeps the generator's own colours
+        norm = np.maximum(self._blur(band), self.FLOOR)
         diff = cv2.resize(real.astype(np.float32) - patch.astype(np.float32), self._small,
                           interpolation=cv2.INTER_AREA)
-        spread = self._blur(diff * self._band[..., None]) / self._norm[..., None]
+        spread = self._blur(diff * band[..., None]) / norm[..., None]
         n = self.ccfg.inner
         return cv2.resize(spread, (n, n), interpolation=cv2.INTER_LINEAR)
 
-    def patch_in_crop(self, crop_img: np.ndarray, patch: np.ndarray) -> np.ndarray:
+    def patch_in_crop(self, crop_img: np.ndarray, patch: np.ndarray,
+                      alpha: np.ndarray) -> np.ndarray:
         """The crop with its inner patch replaced by the (upscaled, colour-matched) output."""
         n = self.ccfg.inner
         if patch.shape[0] != n:
             patch = cv2.resize(patch, (n, n), interpolation=cv2.INTER_LINEAR)
         if self.colour_match:
             fixed = patch.astype(np.float32) + self.correction(crop.inner(crop_img, self.ccfg),
-                                                               patch)
+                                                               patch, alpha)
             patch = np.clip(np.rint(fixed), 0, 255).astype(np.uint8)
         return crop.with_inner(crop_img, patch, self.ccfg)
 
     def __call__(self, frame: np.ndarray, crop_img: np.ndarray, box: np.ndarray,
-                 patch: np.ndarray) -> np.ndarray:
-        return crop.paste_back(frame, self.patch_in_crop(crop_img, patch), box, self.alpha)
+                 patch: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        return crop.paste_back(frame, self.patch_in_crop(crop_img, patch, alpha), box, alpha)
 
 
-def paste_alpha(ds: PreparedDataset, cfg: Config) -> np.ndarray:
-    """(size, size) paste-back weights of person `ds` for `infer.paste_region`."""
-    region = cfg.infer.paste_region
-    if region not in ("face", "rect"):
-        raise InferError(f"unknown infer.paste_region {region!r}; choose 'face' or 'rect'")
-    rect = crop.paste_mask(ds.config.crop, cfg.infer.feather)
-    if region == "rect":
-        return rect
-    alpha = crop.lower_face_mask(ds.points(), ds.boxes(), ds.scheme, ds.config.crop,
-                                 cfg.infer.feather)
-    if alpha is None:
-        log.info("%s landmarks have no jaw contour: pasting the whole rectangle",
-                 ds.scheme.name)
-    return rect if alpha is None else alpha
+class PasteMasks:
+    """Paste-back weights of each template frame, `masks[t]` -> (size, size) float32.
+
+    `infer.paste_region="face"`: the frame's own lower-face region (`crop.lower_face_mask`)
+    from landmarks smoothed over `crop.smooth_frames` frames, so its border does not jitter;
+    "rect": the masked rectangle (SyncTalk_2D), the same for every frame. Schemes without a
+    jaw contour (SyncTalk_2D's 110 points) and frames without landmarks get the rectangle.
+    """
+
+    CACHE = 256  # masks kept (bouncing revisits the frames near its turning points)
+
+    def __init__(self, ds: PreparedDataset, cfg: Config) -> None:
+        region = cfg.infer.paste_region
+        if region not in ("face", "rect"):
+            raise InferError(f"unknown infer.paste_region {region!r}; choose 'face' or 'rect'")
+        self.crop_cfg, self.scheme, self.feather = ds.config.crop, ds.scheme, cfg.infer.feather
+        self.rect = crop.paste_mask(self.crop_cfg, self.feather)
+        self.boxes = ds.boxes()
+        self.points = None
+        if region == "face" and ds.scheme.jaw and ds.scheme.nose is not None:
+            window = max(int(self.crop_cfg.smooth_frames), 1)
+            self.points = scipy.ndimage.uniform_filter1d(
+                ds.points().astype(np.float32), size=window, axis=0, mode="nearest")
+        elif region == "face":
+            log.info("%s landmarks have no jaw contour: pasting the whole rectangle",
+                     ds.scheme.name)
+        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._lock = threading.Lock()  # streams of one avatar may composite in parallel
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        if self.points is None:
+            return self.rect
+        t = int(t)
+        with self._lock:
+            if t in self._cache:
+                self._cache.move_to_end(t)
+                return self._cache[t]
+        alpha = crop.lower_face_mask(self.points[t], self.boxes[t], self.scheme,
+                                     self.crop_cfg, self.feather)
+        alpha = self.rect if alpha is None else alpha
+        with self._lock:
+            self._cache[t] = alpha
+            if len(self._cache) > self.CACHE:
+                self._cache.popitem(last=False)
+        return alpha
 
 
 # ---------------------------------------------------------------------- the person
@@ -396,7 +435,8 @@ class Avatar:
         self.crops = ds.crops()
         self.boxes = ds.boxes()
         self.n_frames = ds.n_frames
-        self.compositor = Compositor(cfg, self.crop_cfg, paste_alpha(ds, cfg))
+        self.compositor = Compositor(cfg, self.crop_cfg)
+        self.paste_masks = PasteMasks(ds, cfg)
         self.reader = templates.TemplateReader(ds.frames(), ds.paths.cache, cfg.infer.template_gop)
         self.centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
@@ -656,7 +696,7 @@ class LipSyncStream:
         for k, (template, frame) in enumerate(zip(idx, decoded.result(), strict=True)):
             if k in patches:
                 frame = av.compositor(frame, np.asarray(av.crops[template]), av.boxes[template],
-                                      patches[k])
+                                      patches[k], av.paste_masks[template])
             result.append(frame)
         return result
 

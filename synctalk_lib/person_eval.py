@@ -81,7 +81,7 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
                              progress=progress)
     net = syncnet.load_syncnet(avatar.checkpoint.parent / "syncnet.pt", device=device)
     net_v2 = _v2_network(syncnet_v2_path, device)
-    mask = avatar.compositor.alpha
+    mask = np.stack([avatar.paste_masks[t] for t in range(start, stop)])
     real_scores = evaluate.evaluate_clip(real, net=net, net_v2=net_v2, progress=progress)
     gen_scores = evaluate.evaluate_clip(gen, real=real, net=net, net_v2=net_v2,
                                         paste_mask=mask, background=real, progress=progress)

@@ -98,8 +98,7 @@ def test_degenerate_box_is_an_error(astronaut):
 def test_lower_face_mask_keeps_nose_and_collar_real_and_covers_mouth_and_chin(face_points):
     s = landmarks.MEDIAPIPE
     box = crop.boxes_from_landmarks(face_points, s)
-    points, boxes = face_points[None], box[None]
-    alpha = crop.lower_face_mask(points, boxes, s, CFG, feather=0.06, margin=0.06)
+    alpha = crop.lower_face_mask(face_points, box, s, CFG, feather=0.06, chin_drop=0.06)
     assert alpha.shape == (CFG.size, CFG.size)
     assert alpha.min() >= 0 and alpha.max() == 1.0
     assert np.all(alpha <= crop.paste_mask(CFG, 0.06) + 1e-6), "never outside the rectangle"
@@ -113,10 +112,17 @@ def test_lower_face_mask_keeps_nose_and_collar_real_and_covers_mouth_and_chin(fa
     assert at(local[s.nose], -0.03 * CFG.size) == 0, "the nose stays real"
     below = local[s.jaw[3]] + (0, 0.2 * CFG.size)  # under the jaw's side: neck / collar
     assert below[1] < CFG.size and at(below) == 0
+    mid_y = (local[s.lip_top, 1] + local[s.chin, 1]) / 2
+    jaw = local[list(s.jaw)]
+    cheek = jaw[np.argmin(np.abs(jaw[:, 1] - mid_y) + 1e3 * (jaw[:, 0] > local[s.chin, 0]))]
+    assert at(cheek - (0.02 * CFG.size, 0)) == 0, "beside the face (hair, background) stays real"
+    assert alpha[int(mid_y), int(cheek[0] + 0.1 * CFG.size)] == 1, "the cheek inside is replaced"
     faded = alpha[(alpha > 0) & (alpha < 1)]
     assert faded.size > 4 * CFG.size, "the border fades instead of cutting"
 
 
 def test_lower_face_mask_needs_a_jaw_contour(face_points):
     box = crop.boxes_from_landmarks(face_points, landmarks.MEDIAPIPE)
-    assert crop.lower_face_mask(face_points[None], box[None], landmarks.SYNCTALK110, CFG) is None
+    assert crop.lower_face_mask(face_points, box, landmarks.SYNCTALK110, CFG) is None
+    missing = np.full_like(face_points, np.nan)
+    assert crop.lower_face_mask(missing, box, landmarks.MEDIAPIPE, CFG) is None

@@ -174,11 +174,11 @@ def test_paste_back_leaves_no_seam(avatar, speech):
     """Colour step across the border of the pasted region ~ the real frame's own step."""
     live = avatar.stream()
     frames = live.push(speech[:16000 * 2]) + live.finish()
-    mask = avatar.compositor.alpha
-    ring = (mask > 0) & (mask < 0.2)  # just inside the fade's outer edge
-    outside = (mask == 0) & _dilate(mask > 0, 6)  # just outside it
     steps_gen, steps_real = [], []
     for frame, t in zip(frames, live.templates, strict=True):
+        mask = avatar.paste_masks[t]
+        ring = (mask > 0) & (mask < 0.2)  # just inside the fade's outer edge
+        outside = (mask == 0) & _dilate(mask > 0, 6)  # just outside it
         real = avatar.reader[t]
         for img, out in ((frame, steps_gen), (real, steps_real)):
             c = crop.crop_face(img, avatar.boxes[t], avatar.crop_cfg.size).astype(float)
