@@ -130,6 +130,10 @@ class TrainConfig:
     heldout_fraction: float = 0.1  # last part of the video, never trained on (evaluation)
     val_fraction: float = 0.05  # block before the held-out tail, for validation loss
     val_every: int = 200
+    # below this many validation frames (2 s) the validation L1 of a few frames picks noise
+    # (on an 8 s clip it kept a blurry step-300 model over a far better step-1000 one), so no
+    # best checkpoint is kept and inference uses the newest
+    best_min_val_frames: int = 50
     save_every: int = 500
     keep_last: int = 3  # rolling checkpoints kept besides best.pt
     seed: int = 0

@@ -49,7 +49,7 @@ class TrainError(RuntimeError):
 @dataclass
 class TrainResult:
     checkpoint: Path  # latest
-    best: Path  # best validation loss
+    best: Path  # best validation loss (the latest if validation is too short to choose)
     step: int
     history: list[dict[str, Any]] = field(default_factory=list)
     perceptual: str = ""  # "vgg19" or "ms-ssim"
@@ -230,6 +230,11 @@ def train_generator(
         checkpoint.set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", latest[-1].name, step)
     best_val = min((h["val_l1"] for h in history if "val_l1" in h), default=math.inf)
+    keep_best = len(split.val) >= tcfg.best_min_val_frames
+    if not keep_best and rank == 0:
+        log.warning("the validation block is only %d frames (< train.best_min_val_frames = %d):"
+                    " too few to pick a best checkpoint, so none is kept and inference uses "
+                    "the newest", len(split.val), tcfg.best_min_val_frames)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -284,7 +289,7 @@ def train_generator(
             if val is None:
                 val = validate(model, val_set, cfg, dev)
             last_path = _save(out_dir, model, optimizer, cfg, step, history, loss_fn, val)
-            if val < best_val:
+            if keep_best and val < best_val:
                 best_val = val
                 checkpoint.save_checkpoint(out_dir / BEST, kind="generator", model=model, cfg=cfg,
                                            step=step, extra=_extra(history, loss_fn, val),
@@ -293,8 +298,8 @@ def train_generator(
     seconds = time.perf_counter() - t_start
     if distributed:
         dist.barrier()
-    return TrainResult(last_path, out_dir / BEST, step, history, loss_fn.perceptual_name,
-                       seconds)
+    best = out_dir / BEST if keep_best and (out_dir / BEST).is_file() else last_path
+    return TrainResult(last_path, best, step, history, loss_fn.perceptual_name, seconds)
 
 
 def _must_match(cfg: Config) -> dict[str, Any]:

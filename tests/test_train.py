@@ -58,12 +58,22 @@ def test_samples_have_the_documented_shapes(person):
 def test_tiny_generator_overfits_a_few_frames(person, tmp_path):
     ds, feats = person
     cfg = TINY.override({"train.heldout_fraction": 0.5, "train.val_fraction": 0.3,
-                         "train.lr": 3e-3, "train.perceptual_weight": 0.0})
+                         "train.lr": 3e-3, "train.perceptual_weight": 0.0,
+                         "train.best_min_val_frames": 1})
     result = train.train_generator(ds, cfg, tmp_path, feats, steps=60, progress=False,
                                    log_every=5)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0], losses
     assert (tmp_path / train.BEST).is_file()
+
+
+def test_too_short_a_validation_block_keeps_no_best(person, tmp_path):
+    ds, feats = person
+    cfg = TINY.override({"train.val_fraction": 0.05, "train.perceptual_weight": 0.0})
+    assert ds.n_frames * 0.05 < cfg.train.best_min_val_frames
+    result = train.train_generator(ds, cfg, tmp_path, feats, steps=10, progress=False)
+    assert not (tmp_path / train.BEST).exists()
+    assert result.best == result.checkpoint and result.checkpoint.is_file()
 
 
 def test_resume_continues_exactly(person, tmp_path):
