@@ -135,7 +135,8 @@ def paste_mask(cfg: CropConfig, feather: float = 0.06) -> np.ndarray:
 
 
 def lower_face_mask(points: np.ndarray, box: np.ndarray, scheme: Scheme, cfg: CropConfig,
-                    feather: float = 0.06, chin_drop: float = 0.06) -> np.ndarray | None:
+                    feather: float = 0.06, chin_drop: float = 0.06,
+                    side_margin: float = 0.35) -> np.ndarray | None:
     """Blend weights of one frame that replace only its mouth and jaw, inside `paste_mask`.
 
     Why: the generator also redraws the neck, collar, cheeks and whatever is beside the face
@@ -143,7 +144,9 @@ def lower_face_mask(points: np.ndarray, box: np.ndarray, scheme: Scheme, cfg: Cr
     are where a briefly trained model leaves blotches. The region is this frame's own jaw
     contour, so the face's outline and everything beyond it stay real. Between the mouth
     corners it reaches `chin_drop` (fraction of the crop side) lower, so a chin that the
-    generated mouth lowers further than the template's stays inside. It is cut at the top a
+    generated mouth lowers further than the template's stays inside. Sideways it ends
+    `side_margin` mouth widths beyond the mouth corners, short of the cheeks' outline, where
+    an imperfect generator blotches skin against hair. It is cut at the top a
     quarter of the way from the nose tip down to the lips (the nostrils stay real) and fades
     from 0 at its border to 1 over `feather` inwards. points: (N, 2) landmarks in frame pixels; box: (4,) their crop box.
     Returns (size, size) float32, or None when the landmark scheme has no jaw contour or the
@@ -171,7 +174,13 @@ def lower_face_mask(points: np.ndarray, box: np.ndarray, scheme: Scheme, cfg: Cr
         xs = sorted((local[scheme.mouth_left, 0], local[scheme.mouth_right, 0]))
         lower[:, : max(int(np.floor(xs[0])), 0)] = 0
         lower[:, max(int(np.ceil(xs[1])) + 1, 0):] = 0
-    region |= lower
+        region |= lower
+        # and not out to the face's sides, where a generator meets hair and background
+        reach = side_margin * (xs[1] - xs[0])
+        region[:, : max(int(np.floor(xs[0] - reach)), 0)] = 0
+        region[:, max(int(np.ceil(xs[1] + reach)) + 1, 0):] = 0
+    else:
+        region |= lower
     region[: max(int(np.ceil(top)), 0)] = 0
     fade = max(feather * size, 1.0)
     inside = cv2.distanceTransform(region, cv2.DIST_L2, 5)
