@@ -477,7 +477,7 @@ def train_syncnet(
     val_batches = _val_batches(val, scfg.val_pairs, 2 * scfg.batch_size)
 
     torch.manual_seed(scfg.seed)
-    model = SyncNet(scfg).to(dev)
+    model = SyncNet(scfg).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=scfg.lr)
     step, history, best_acc, best_step = 0, [], -1.0, 0
     last_path, best_path = out_dir / LAST_NAME, out_dir / BEST_NAME
