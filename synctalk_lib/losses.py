@@ -85,8 +85,13 @@ def _gaussian_blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def _ssim_parts(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor):
     """(SSIM map, contrast-structure map) of Wang et al. with Gaussian window `g`."""
-    stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 1), g)
-    mu_x, mu_y, exx, eyy, exy = stats.chunk(5, dim=1)
+    if y.requires_grad:
+        stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 1), g)
+        mu_x, mu_y, exx, eyy, exy = stats.chunk(5, dim=1)
+    else:  # a loss target: its statistics need no backward pass (0.3 -> 0.2 s a cpu step)
+        with torch.no_grad():
+            mu_y, eyy = _gaussian_blur(torch.cat([y, y * y], 1), g).chunk(2, dim=1)
+        mu_x, exx, exy = _gaussian_blur(torch.cat([x, x * x, x * y], 1), g).chunk(3, dim=1)
     sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     cs = (2 * sxy + c2) / (sxx + syy + c2)

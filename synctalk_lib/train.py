@@ -141,7 +141,9 @@ class StepLoss:
         audio = unet.audio_window_to_input(batch["audio"].reshape(b * w, *batch["audio"].shape[2:]),
                                            self.cfg.model.audio_mode)
         pred = model(inputs, audio)  # (B·W, 3, S, S)
-        target = batch["targets"].reshape(b * w, 3, s, s)
+        # in the model output's memory format: mixed formats cost copies in every loss term
+        target = batch["targets"].reshape(b * w, 3, s, s).contiguous(
+            memory_format=torch.channels_last)
         weights = {"l1": tcfg.l1_weight, "perceptual": tcfg.perceptual_weight,
                    "temporal": tcfg.temporal_weight}
         terms = {"l1": losses.weighted_l1(pred, target, self.mouth, tcfg.mouth_weight)}
