@@ -146,15 +146,13 @@ def lower_face_mask(points: np.ndarray, box: np.ndarray, scheme: Scheme, cfg: Cr
     corners it reaches `chin_drop` (fraction of the crop side) lower, so a chin that the
     generated mouth lowers further than the template's stays inside. Sideways it ends
     `side_margin` mouth widths beyond the mouth corners, short of the cheeks' outline, where
-    an imperfect generator blotches skin against hair. It is cut at the top a
-    quarter of the way from the nose tip down to the lips (the nostrils stay real) and fades
-    from 0 at its border to 1 over `feather` inwards. points: (N, 2) landmarks in frame pixels; box: (4,) their crop box.
-    Returns (size, size) float32, or None when the landmark scheme has no jaw contour or the
-    frame has no landmarks (then use `paste_mask`).
+    an imperfect generator blotches skin against hair. It is cut at the top a quarter of the
+    way from the nose tip down to the lips (the nostrils stay real) and fades from 0 at its
+    border to 1 over `feather` inwards. points: (N, 2) landmarks in frame pixels; box: (4,)
+    their crop box. Returns (size, size) float32, or None when the landmark scheme has no jaw
+    contour or the frame has no landmarks (then use `paste_mask`).
     """
-    if not scheme.jaw or scheme.nose is None or scheme.lip_top is None:
-        return None
-    if not np.all(np.isfinite(points)):
+    if not scheme.has_jaw or not np.all(np.isfinite(points)):
         return None
     size = cfg.size
     x0, y0, x1, _ = (float(v) for v in box)

@@ -1,5 +1,5 @@
 """Device choice (CUDA when present, else CPU; `device=` always overrides) and the CPU
-memory allocator setting that makes training and rendering on CPU fast."""
+memory allocator setting that makes training on CPU fast."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def reuse_freed_memory() -> Iterator[None]:
 
     Why: glibc serves every block over ~32 MB with a fresh mmap and gives it back on free, so
     each training step re-faults gigabytes of activations page by page. On the 2-core CPU
-    this was about 60 % of an `hd328` step (15 s -> 6 s with reuse) and 30 % of a `cpu`
-    step. The cost is a higher resident peak (7 -> 9 GB for `hd328`), returned on exit.
+    this was more than half of an `hd328` step (15.8 s -> 6.9 s with reuse) and about a
+    quarter of a `cpu` step. The cost is a higher resident peak (7.1 -> 10.5 GB for `hd328`),
+    returned on exit.
     Nesting is fine; the outermost block restores glibc's defaults.
     """
     global _depth

@@ -294,7 +294,7 @@ class PasteMasks:
         self.rect = crop.paste_mask(self.crop_cfg, self.feather)
         self.boxes = ds.boxes()
         self.points = None
-        if region == "face" and ds.scheme.jaw and ds.scheme.nose is not None:
+        if region == "face" and ds.scheme.has_jaw:
             window = max(int(self.crop_cfg.smooth_frames), 1)
             self.points = scipy.ndimage.uniform_filter1d(
                 ds.points().astype(np.float32), size=window, axis=0, mode="nearest")
@@ -303,9 +303,6 @@ class PasteMasks:
                      ds.scheme.name)
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._lock = threading.Lock()  # streams of one avatar may composite in parallel
-
-    def __len__(self) -> int:
-        return len(self.boxes)
 
     def __getitem__(self, t: int) -> np.ndarray:
         if self.points is None:

@@ -54,6 +54,11 @@ class Scheme:
     def has_mouth(self) -> bool:
         return self.lip_top is not None and self.lip_bottom is not None
 
+    @property
+    def has_jaw(self) -> bool:
+        """Enough points to outline the lower face (`crop.lower_face_mask`)."""
+        return bool(self.jaw) and self.nose is not None and self.lip_top is not None
+
 
 MEDIAPIPE = Scheme(
     name="mediapipe468", n_points=468, left=234, right=454, top=195, chin=152, nose=1,
