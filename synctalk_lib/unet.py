@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,7 +316,7 @@ class Generator(nn.Module):
             return self.stem(x)
         return self.stem(x.contiguous()).contiguous(memory_format=torch.channels_last)
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (torch's signature)
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Generator:
         """After any `.to(...)`, give the stem's kernels standard strides again.
 
         `.to(memory_format=torch.channels_last)` restrides even 1×1 and depthwise kernels,

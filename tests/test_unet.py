@@ -250,6 +250,29 @@ def test_channels_last_forward_equals_contiguous():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_channels_last_training_step_equals_contiguous_one():
+    """The CPU layout shortcuts (standard-layout stem, batch norm of widths not divisible by
+    8 outside channels_last) change no value: loss, gradients and running statistics agree.
+    In float64, so that rounding differences between the layouts stay far below the check."""
+    torch.manual_seed(0)
+    plain = model_for("tiny", "ave").double().train()  # widths 8..128: stem 12, decoder 4
+    fast = model_for("tiny", "ave").double()
+    fast.load_state_dict(plain.state_dict())
+    fast = fast.train().to(memory_format=torch.channels_last)
+    assert fast.stem.expand.conv.weight.stride() == (6, 1, 1, 1)  # standard strides kept
+    x, audio = (t.double() for t in inputs(plain))
+    target = torch.rand(x.shape[0], 3, *x.shape[2:], dtype=torch.float64)
+    losses = [F.mse_loss(model(xin, audio), target)
+              for model, xin in ((plain, x), (fast, x.to(memory_format=torch.channels_last)))]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0])
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    for (name, a), b in zip(plain.named_buffers(), fast.buffers(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+
+
 def test_bf16_autocast_with_channels_last_runs_close_to_fp32():
     model = model_for("cpu", "ave").eval()
     x, audio = inputs(model)
