@@ -325,7 +325,8 @@ class Generator(nn.Module):
         """
         super()._apply(fn, recurse)
         for p in self.stem.parameters():
-            if p.ndim == 4:
+            # only when restrided: a clone would, e.g., undo `share_memory()`
+            if p.ndim == 4 and p.stride() != tuple(math.prod(p.shape[i + 1:]) for i in range(4)):
                 p.data = p.data.clone(memory_format=torch.contiguous_format)
         return self
 
