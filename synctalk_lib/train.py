@@ -108,6 +108,18 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _frames_of(batch: dict[str, torch.Tensor], cfg: Config
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of windows as frames: model inputs (B·W, 6, S, S), audio input and targets
+    (B·W, 3, S, S)."""
+    b, w = batch["inputs"].shape[:2]
+    s = batch["inputs"].shape[-1]
+    audio = unet.audio_window_to_input(batch["audio"].reshape(b * w, *batch["audio"].shape[2:]),
+                                       cfg.model.audio_mode)
+    return (batch["inputs"].reshape(b * w, 6, s, s), audio,
+            batch["targets"].reshape(b * w, 3, s, s))
+
+
 def total_steps(cfg: Config, n_windows: int) -> int:
     if cfg.train.epochs > 0:
         _, world = _dist_info()
@@ -136,14 +148,10 @@ class StepLoss:
         tcfg = self.cfg.train
         b, w = batch["inputs"].shape[:2]
         s = batch["inputs"].shape[-1]
-        inputs = batch["inputs"].reshape(b * w, 6, s, s)
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-        audio = unet.audio_window_to_input(batch["audio"].reshape(b * w, *batch["audio"].shape[2:]),
-                                           self.cfg.model.audio_mode)
-        pred = model(inputs, audio)  # (B·W, 3, S, S)
+        inputs, audio, target = _frames_of(batch, self.cfg)
+        pred = model(inputs.contiguous(memory_format=torch.channels_last), audio)  # (B·W, 3, S, S)
         # in the model output's memory format: mixed formats cost copies in every loss term
-        target = batch["targets"].reshape(b * w, 3, s, s).contiguous(
-            memory_format=torch.channels_last)
+        target = target.contiguous(memory_format=torch.channels_last)
         weights = {"l1": tcfg.l1_weight, "perceptual": tcfg.perceptual_weight,
                    "temporal": tcfg.temporal_weight}
         terms = {"l1": losses.weighted_l1(pred, target, self.mouth, tcfg.mouth_weight)}
@@ -345,14 +353,10 @@ def validate(model: torch.nn.Module, val_set: data.GeneratorSamples, cfg: Config
     torch.set_rng_state(rng_state)
     total, count = 0.0, 0
     for start in range(0, len(items), max(cfg.train.batch_size, 1)):
-        batch = _to(_collate(items[start: start + cfg.train.batch_size]), device)
-        b, w = batch["inputs"].shape[:2]
-        s = batch["inputs"].shape[-1]
-        audio = unet.audio_window_to_input(
-            batch["audio"].reshape(b * w, *batch["audio"].shape[2:]), cfg.model.audio_mode)
-        pred = model(batch["inputs"].reshape(b * w, 6, s, s), audio)
-        total += F.l1_loss(pred, batch["targets"].reshape(b * w, 3, s, s),
-                           reduction="sum").item()
+        inputs, audio, target = _frames_of(
+            _to(_collate(items[start: start + cfg.train.batch_size]), device), cfg)
+        pred = model(inputs, audio)
+        total += F.l1_loss(pred, target, reduction="sum").item()
         count += pred.numel()
     model.train()
     return total / count
