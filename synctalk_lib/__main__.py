@@ -87,7 +87,8 @@ def _cmd_infer(args: argparse.Namespace) -> None:
             out = args.out if args.out and len(args.audio) == 1 and not args.text else None
             results.append(avatar.render(audio, out, progress=not args.no_progress))
     for r in results:
-        print(f"{r.path}  {r.n_frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps)")
+        print(f"{r.path}  {r.n_frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps), "
+              f"{r.silent_frames} silent")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:

@@ -180,7 +180,10 @@ class InferConfig:
     mode: str = "bounce"  # "bounce" | "core": silent stretches play real idle footage unchanged
     start_frame: int = 0  # first template frame
     loop_back: bool = False  # end on the start frame (clips can be chained / looped seamlessly)
-    silence_db: float = -40.0  # a 40 ms frame quieter than this (dBFS) is silent
+    silence_db: float = -40.0  # a 40 ms frame quieter than this (dBFS) is silent, for speech
+    # at infer.REFERENCE_SPEECH_DB; relative_silence: the threshold moves with each audio's
+    # speech level (quiet recordings keep their speech, loud ones their pauses)
+    relative_silence: bool = True
     min_silence_s: float = 0.3  # shorter pauses count as speech (the mouth just closes)
     feather: float = 0.06  # width of the paste-back fade, as a fraction of the crop side
     # "face": replace only the mouth and jaw (from the landmarks' jaw contour), so the neck

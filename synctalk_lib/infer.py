@@ -51,6 +51,12 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".webm", ".mp4")
 MIN_AUDIO_S = 0.2  # shorter audio cannot fill one mel window: refuse rather than guess
+# speech level (dBFS) at which infer.silence_db holds as set: that of broadcast speech and of
+# espeak-ng; audio of another level has its silence threshold moved by the difference
+REFERENCE_SPEECH_DB = -14.0
+SPEECH_PERCENTILE = 95  # an audio's speech level: this percentile of its 40 ms frame levels
+MAX_SILENCE_SHIFT_DB = 30.0  # the silence threshold never moves further than this
+MIN_SPEECH_DB = -70.0  # an audio whose speech level is lower holds no speech
 
 
 class InferError(RuntimeError):
@@ -68,6 +74,38 @@ def frame_level_db(samples: np.ndarray) -> float:
     return 20 * np.log10(max(rms, 1e-6))
 
 
+def frame_levels_db(wav: np.ndarray, hop: int) -> np.ndarray:
+    """(ceil(N / hop),) level in dBFS of each `hop`-sample frame of wav (`frame_level_db`)."""
+    wav = np.asarray(wav, np.float64).reshape(-1)
+    n = -(-len(wav) // hop)
+    padded = np.zeros(n * hop)
+    padded[:len(wav)] = wav
+    sums = np.square(padded).reshape(n, hop).sum(axis=1)
+    counts = np.full(n, hop)
+    if n and len(wav) % hop:
+        counts[-1] = len(wav) % hop
+    return 20 * np.log10(np.maximum(np.sqrt(sums / counts), 1e-6))
+
+
+def speech_level_db(levels: np.ndarray) -> float:
+    """An audio's speech level from its frame levels (dBFS): a high percentile, the level of
+    its louder syllables, which pauses do not move."""
+    levels = np.asarray(levels, np.float64)
+    return float(np.percentile(levels, SPEECH_PERCENTILE)) if len(levels) else -120.0
+
+
+def silence_offset_db(cfg: Config, speech_db: float | None) -> float:
+    """dB added to frame levels before the `infer.silence_db` test, for audio whose speech
+    level is `speech_db` (None: unknown, as live audio; 0 then). Speech in a quiet recording
+    (the shared real clips lie between -11 and -30 dBFS) would otherwise count as pauses, and
+    a loud recording's pauses as speech. Audio quieter than -70 dBFS throughout (a muted
+    microphone) holds no speech to measure: 0."""
+    if speech_db is None or not cfg.infer.relative_silence or speech_db < MIN_SPEECH_DB:
+        return 0.0
+    return float(np.clip(REFERENCE_SPEECH_DB - speech_db, -MAX_SILENCE_SHIFT_DB,
+                         MAX_SILENCE_SHIFT_DB))
+
+
 class FeatureStream:
     """Audio in, per-frame generator inputs out, each as soon as it can no longer change.
 
@@ -78,13 +116,17 @@ class FeatureStream:
 
     encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). Features
     that need the whole audio (`hubert`) come instead as `features` (T, F), computed up front,
-    with `silence` (F,); the audio pushed must then be that same audio.
+    with `silence` (F,); the audio pushed must then be that same audio. silence_offset: dB
+    added to frame levels before the silence test (`silence_offset_db`).
     """
 
     def __init__(self, encode: Callable[[np.ndarray], np.ndarray] | None, cfg: Config,
-                 features: np.ndarray | None = None, silence: np.ndarray | None = None) -> None:
+                 features: np.ndarray | None = None, silence: np.ndarray | None = None,
+                 silence_offset: float = 0.0) -> None:
         self.cfg, self._encode = cfg, encode
         self._given = features
+        self.silence_offset = silence_offset
+        self._quiet_below = cfg.infer.silence_db - silence_offset
         self.mel = audio_lib.MelStream(cfg.audio, cfg.media.sample_rate)
         self.hop = cfg.media.sample_rate // cfg.media.fps  # samples per video frame
         self.min_silence = max(1, round(cfg.infer.min_silence_s * cfg.media.fps))
@@ -118,7 +160,7 @@ class FeatureStream:
         n_whole = len(self._tail) // self.hop
         for k in range(n_whole):
             chunk = self._tail[k * self.hop:(k + 1) * self.hop]
-            self.raw_quiet.append(frame_level_db(chunk) < self.cfg.infer.silence_db)
+            self.raw_quiet.append(frame_level_db(chunk) < self._quiet_below)
         self._tail = self._tail[n_whole * self.hop:]
         self._decide(final=False)
         self._featurise(final=False)
@@ -132,7 +174,7 @@ class FeatureStream:
         if self._given is None:
             self._mel_cols.extend(self.mel.finish())
         while len(self.raw_quiet) < self.n_frames:  # the last, partial frame
-            self.raw_quiet.append(frame_level_db(self._tail) < self.cfg.infer.silence_db)
+            self.raw_quiet.append(frame_level_db(self._tail) < self._quiet_below)
             self._tail = self._tail[:0]
         del self.raw_quiet[self.n_frames:]
         self._decide(final=True)
@@ -333,6 +375,7 @@ class RenderResult:
     backend: str
     templates: list[int]  # the person's frame under each output frame
     silent: list[bool]  # frames whose audio counted as silence
+    silence_offset: float = 0.0  # dB added to the audio's frame levels for the silence test
 
     @property
     def silent_frames(self) -> int:
@@ -484,10 +527,11 @@ class Avatar:
         """Runs of the recording where the person is silent; only core mode needs them, so
         the recording's audio is read on first use, not at load."""
         cfg = self.cfg
-        wav = self.dataset.wav()
         hop = cfg.media.sample_rate // cfg.media.fps
-        quiet = np.array([frame_level_db(wav[t * hop:(t + 1) * hop]) < cfg.infer.silence_db
-                          for t in range(self.n_frames)])
+        levels = frame_levels_db(self.dataset.wav()[: self.n_frames * hop], hop)
+        levels = np.pad(levels, (0, self.n_frames - len(levels)), constant_values=-120.0)
+        offset = silence_offset_db(cfg, speech_level_db(levels))
+        quiet = levels + offset < cfg.infer.silence_db
         return templates.silent_runs(quiet, max(2, round(cfg.infer.min_silence_s *
                                                          cfg.media.fps)))
 
@@ -516,14 +560,17 @@ class Avatar:
         return templates.loop_back_sequence(n_out, self.n_frames, self.cfg.infer.start_frame)
 
     def stream(self, template_indices: Iterable[int] | None = None,
-               audio: np.ndarray | None = None) -> LipSyncStream:
+               audio: np.ndarray | None = None,
+               input_level_db: float | None = None) -> LipSyncStream:
         """A live session: push audio chunks, get finished frames (see LipSyncStream).
 
         audio: the (N,) 16 kHz audio that will be pushed, when known in advance. A `hubert`
         avatar needs it (HuBERT features are computed for all of it first, in chunks); `ave`
-        ignores it and works on audio as it arrives.
+        uses it only for its speech level (see `silence_offset_db`) and works on audio as it
+        arrives. input_level_db: the speech level of the audio to come (`speech_level_db`),
+        when known but not the audio; None and no `audio`: the silence threshold stays put.
         """
-        return LipSyncStream(self, template_indices, audio)
+        return LipSyncStream(self, template_indices, audio, input_level_db)
 
     def frames(self, wav: np.ndarray, template_indices: Iterable[int] | None = None,
                block: int = 16_000) -> Iterator[np.ndarray]:
@@ -549,14 +596,14 @@ class Avatar:
             wav_path = stack.enter_context(_as_wav(audio, sr))
             info = sf.info(str(wav_path))
             n_out = audio_lib.n_video_frames(info.frames, self.cfg.media)
-            _check_audio(wav_path, info.frames / sr, self.cfg, allow_silent)
+            level = _check_audio(wav_path, info.frames / sr, self.cfg, allow_silent)
             if out is None:
                 stem = Path(audio).stem if not isinstance(audio, np.ndarray) else "speech"
                 out = self.output_root / self.name / f"{stem}.mp4"
             if template_indices is None:
                 template_indices = self.planned_templates(n_out)
             whole = sf.read(str(wav_path), dtype="float32")[0] if self.speech is not None else None
-            live = stack.enter_context(self.stream(template_indices, whole))
+            live = stack.enter_context(self.stream(template_indices, whole, level))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
             with bar, media.VideoWriter(out, fps=self.cfg.media.fps, crf=self.cfg.infer.crf,
@@ -570,7 +617,8 @@ class Avatar:
                     writer.write(frame)
                     bar.update()
         return RenderResult(Path(out), live.n_written, time.perf_counter() - t0,
-                            self.backend.describe(), live.templates, list(live.features.silent))
+                            self.backend.describe(), live.templates, list(live.features.silent),
+                            live.features.silence_offset)
 
     def render_many(self, audios: Iterable[str | os.PathLike] | str | os.PathLike,
                     out_dir: str | os.PathLike | None = None,
@@ -599,18 +647,25 @@ class LipSyncStream:
     """
 
     def __init__(self, avatar: Avatar, template_indices: Iterable[int] | None = None,
-                 audio: np.ndarray | None = None) -> None:
+                 audio: np.ndarray | None = None, input_level_db: float | None = None) -> None:
         self.avatar = avatar
         cfg = avatar.cfg
+        if input_level_db is None and audio is not None:
+            hop = cfg.media.sample_rate // cfg.media.fps
+            input_level_db = speech_level_db(frame_levels_db(np.asarray(audio), hop))
+        offset = silence_offset_db(cfg, input_level_db)
+        if offset:
+            log.info("audio speech level %.1f dBFS: silence below %.1f dBFS", input_level_db,
+                     cfg.infer.silence_db - offset)
         if avatar.speech is None:
-            self.features = FeatureStream(avatar.encode, cfg)
+            self.features = FeatureStream(avatar.encode, cfg, silence_offset=offset)
         elif audio is None:
             raise InferError("hubert streaming of audio that is still arriving is not "
                              "supported (HuBERT needs the whole audio); use render() or "
                              "frames(), or pass the audio: avatar.stream(audio=wav)")
         else:
             self.features = FeatureStream(None, cfg, avatar.speech(np.asarray(audio, np.float32)),
-                                          avatar.speech_silence)
+                                          avatar.speech_silence, offset)
         self._given = iter(template_indices) if template_indices is not None else None
         core = cfg.infer.mode == "core"
         if cfg.infer.mode not in ("bounce", "core"):
@@ -781,19 +836,19 @@ def _silent_error(cfg: Config) -> InferError:
 
 def _has_sound(wav: np.ndarray, cfg: Config) -> bool:
     hop = cfg.media.sample_rate // cfg.media.fps
-    return any(frame_level_db(wav[i:i + hop]) >= cfg.infer.silence_db
-               for i in range(0, len(wav), hop))
+    return bool(np.any(frame_levels_db(wav, hop) >= cfg.infer.silence_db))
 
 
-def _check_audio(wav_path: Path, seconds: float, cfg: Config, allow_silent: bool) -> None:
-    """`check_speech` for a mono wav file, read in blocks (long audio is never loaded whole)."""
+def _check_audio(wav_path: Path, seconds: float, cfg: Config, allow_silent: bool) -> float:
+    """`check_speech` for a mono wav file, read in blocks (long audio is never loaded whole);
+    returns its speech level (dBFS)."""
     _check_length(seconds)
-    if allow_silent:
-        return
     hop = cfg.media.sample_rate // cfg.media.fps
-    if not any(_has_sound(block, cfg)
-               for block in sf.blocks(str(wav_path), blocksize=hop * 250, dtype="float32")):
+    levels = np.concatenate([frame_levels_db(block, hop) for block in
+                             sf.blocks(str(wav_path), blocksize=hop * 250, dtype="float32")])
+    if not allow_silent and not np.any(levels >= cfg.infer.silence_db):
         raise _silent_error(cfg)
+    return speech_level_db(levels)
 
 
 def speak(text: str, voice: str = "en-us", wpm: int = 160, sample_rate: int = 16_000

@@ -176,8 +176,19 @@ class _Engine:
             i += 1
         return sorted(set(filter(None, names)))
 
+    def _set_voice(self, voice: str) -> bool:
+        """Select by voice file name ("en-us", "en-us+f3"), else by language tag: several
+        listed tags ("en-gb" among them) name no file of their own."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
+            return True
+        if voice not in self.voices():  # by properties, espeak settles for any near match
+            return False
+        spec = _Voice()
+        spec.languages = voice.encode()
+        return self.lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == _EE_OK
+
     def synth(self, text: str, voice: str, wpm: int, pitch: int) -> tuple[np.ndarray, list]:
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+        if not self._set_voice(voice):
             valid = self.voices()
             sample = ", ".join(v for v in valid if v.startswith("en")) or ", ".join(valid[:10])
             raise ValueError(
@@ -205,6 +216,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.espeak_SetSynthCallback.argtypes = [_Callback]
     lib.espeak_SetSynthCallback.restype = None
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_Synth.argtypes = [
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,

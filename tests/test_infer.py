@@ -155,7 +155,8 @@ def test_render_length_audio_and_atomic_output(avatar, speech, tmp_path):
 
 def test_streaming_equals_offline(avatar, speech):
     offline = list(avatar.frames(speech, block=len(speech)))
-    live = avatar.stream()
+    hop = avatar.cfg.media.sample_rate // avatar.cfg.media.fps
+    live = avatar.stream(input_level_db=infer.speech_level_db(infer.frame_levels_db(speech, hop)))
     streamed = []
     rng = np.random.default_rng(1)
     i = 0
@@ -168,6 +169,40 @@ def test_streaming_equals_offline(avatar, speech):
     assert len(streamed) == len(offline)
     for a, b in zip(streamed, offline, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_frame_levels_match_the_per_frame_level():
+    wav = np.random.default_rng(0).normal(0, 0.1, 1000).astype(np.float32)
+    wav[:300] = 0
+    levels = infer.frame_levels_db(wav, 640)
+    assert levels.shape == (2,)
+    np.testing.assert_allclose(levels, [infer.frame_level_db(wav[:640]),
+                                        infer.frame_level_db(wav[640:])], atol=1e-9)
+
+
+def test_pauses_do_not_depend_on_the_audio_level(avatar, speech):
+    """The same speech 26 dB quieter has the same pauses; with a fixed threshold (dBFS) much
+    of its speech would count as silence."""
+    hop = avatar.cfg.media.sample_rate // avatar.cfg.media.fps
+
+    def pauses(wav: np.ndarray, cfg) -> list[bool]:
+        level = infer.speech_level_db(infer.frame_levels_db(wav, hop))
+        stream = infer.FeatureStream(avatar.encode, cfg,
+                                     silence_offset=infer.silence_offset_db(cfg, level))
+        stream.push(wav)
+        stream.finish()
+        return stream.silent
+
+    quiet = speech * np.float32(0.05)
+    fixed = avatar.cfg.override({"infer.relative_silence": False})
+    loud = pauses(speech, avatar.cfg)
+    assert any(loud) and not all(loud)
+    assert pauses(quiet, avatar.cfg) == loud
+    assert sum(pauses(quiet, fixed)) > sum(loud) + 10
+    assert infer.silence_offset_db(avatar.cfg, None) == 0.0
+    assert infer.silence_offset_db(avatar.cfg, -75.0) == 0.0  # no speech to measure
+    assert infer.silence_offset_db(fixed, -30.0) == 0.0
+    assert infer.silence_offset_db(avatar.cfg, -30.0) == pytest.approx(16.0)
 
 
 def test_paste_back_leaves_no_seam(avatar, speech):

@@ -62,3 +62,11 @@ def test_unknown_voice_lists_valid_ones():
 def test_voices_include_american_english():
     voices = tts.list_voices()
     assert "en-us" in voices and len(voices) > 20
+
+
+def test_listed_english_voices_speak():
+    """Tags such as en-gb name no voice file of their own: they are chosen by language."""
+    english = [v for v in tts.list_voices() if v.startswith("en")]
+    assert "en-gb" in english
+    for voice in english:
+        assert tts.synthesize("Good morning.", voice=voice).duration > 0.3, voice
