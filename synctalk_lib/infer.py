@@ -68,14 +68,12 @@ class InferError(RuntimeError):
 
 def frame_level_db(samples: np.ndarray) -> float:
     """Loudness of one frame's samples in dBFS (digital silence → -120)."""
-    if len(samples) == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return 20 * np.log10(max(rms, 1e-6))
+    return float(frame_levels_db(samples, len(samples))[0]) if len(samples) else -120.0
 
 
 def frame_levels_db(wav: np.ndarray, hop: int) -> np.ndarray:
-    """(ceil(N / hop),) level in dBFS of each `hop`-sample frame of wav (`frame_level_db`)."""
+    """(ceil(N / hop),) level in dBFS of each `hop`-sample frame of wav (the last may be
+    shorter); digital silence → -120."""
     wav = np.asarray(wav, np.float64).reshape(-1)
     n = -(-len(wav) // hop)
     padded = np.zeros(n * hop)
@@ -158,9 +156,8 @@ class FeatureStream:
             self._mel_cols.extend(self.mel.push(samples))
         self._tail = np.concatenate([self._tail, samples])
         n_whole = len(self._tail) // self.hop
-        for k in range(n_whole):
-            chunk = self._tail[k * self.hop:(k + 1) * self.hop]
-            self.raw_quiet.append(frame_level_db(chunk) < self._quiet_below)
+        levels = frame_levels_db(self._tail[:n_whole * self.hop], self.hop)
+        self.raw_quiet.extend((levels < self._quiet_below).tolist())
         self._tail = self._tail[n_whole * self.hop:]
         self._decide(final=False)
         self._featurise(final=False)
