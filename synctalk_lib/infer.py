@@ -42,7 +42,7 @@ from .data import AUDIO_WINDOW
 from .device import pick_device
 from .preprocess import PreparedDataset, PreprocessError, load_dataset
 from .progress import progress_bar
-from .train import BEST, checkpoints_of, load_generator
+from .train import BEST, checkpoints_of, hubert_features_for, load_generator
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -57,6 +57,9 @@ REFERENCE_SPEECH_DB = -14.0
 SPEECH_PERCENTILE = 95  # an audio's speech level: this percentile of its 40 ms frame levels
 MAX_SILENCE_SHIFT_DB = 30.0  # the silence threshold never moves further than this
 MIN_SPEECH_DB = -70.0  # an audio whose speech level is lower holds no speech
+
+
+PAUSE_CANDIDATES = 8  # the person's most closed-mouth frames tried for the pause feature
 
 
 class InferError(RuntimeError):
@@ -104,13 +107,21 @@ def silence_offset_db(cfg: Config, speech_db: float | None) -> float:
                          MAX_SILENCE_SHIFT_DB))
 
 
+def digital_silence_feature(encode: Callable[[np.ndarray], np.ndarray], cfg: Config) -> np.ndarray:
+    """(F,) what a mel audio encoder makes of digital silence (every mel bin at its floor)."""
+    mute = np.full((1, 1, cfg.audio.n_mels, cfg.audio.mel_window), -cfg.audio.max_abs_value,
+                   np.float32)
+    return encode(mute)[0]
+
+
 class FeatureStream:
     """Audio in, per-frame generator inputs out, each as soon as it can no longer change.
 
     Frame t needs: its mel window (0.2 s from t), the features of t-8 .. t+7 (the generator's
     audio window) and the silence decisions of those frames (a quiet stretch counts as silence
-    only once it has lasted `min_silence` frames). Silent frames get the features of digital
-    silence, so pauses give one still, closed mouth instead of noise-driven twitching.
+    only once it has lasted `min_silence` frames). Silent frames all get one feature,
+    `silence` (`Avatar.pause_feature`; default: digital silence's), so pauses give one still,
+    closed mouth instead of noise-driven twitching.
 
     encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). Features
     that need the whole audio (`hubert`) come instead as `features` (T, F), computed up front,
@@ -141,12 +152,8 @@ class FeatureStream:
         if features is not None:
             if silence is None:
                 raise ValueError("precomputed features need the silence feature too")
-            self.silence_feature = silence
             self.n_featured = len(features)
-            return
-        mute = np.full((1, 1, cfg.audio.n_mels, cfg.audio.mel_window), -cfg.audio.max_abs_value,
-                       np.float32)
-        self.silence_feature = self._encode(mute)[0]
+        self.silence_feature = digital_silence_feature(encode, cfg) if silence is None else silence
 
     # -- input
     def push(self, samples: np.ndarray) -> None:
@@ -461,11 +468,13 @@ class Avatar:
 
     def __init__(self, name: str, cfg: Config, ds: PreparedDataset, backend: backends.Backend,
                  encode: Callable[[np.ndarray], np.ndarray] | None, checkpoint: Path,
-                 output_root: Path, speech: hubert.HubertFeatures | None = None) -> None:
+                 output_root: Path, speech: hubert.HubertFeatures | None = None,
+                 hubert_dir: Path | None = None) -> None:
         if (encode is None) == (speech is None):
             raise ValueError("give exactly one of encode (ave) and speech (hubert)")
         self.name, self.cfg, self.dataset = name, cfg, ds
         self.backend, self.encode, self.speech = backend, encode, speech
+        self.hubert_dir = hubert_dir  # the recording's features are cached per HuBERT folder
         self.device = getattr(backend, "device", torch.device("cpu"))  # onnxruntime: CPU
         self.checkpoint, self.output_root = checkpoint, output_root
         self.crop_cfg = ds.config.crop
@@ -510,7 +519,8 @@ class Avatar:
         log.info("%s: %s, %s", name, path.name, chosen.describe())
         if mode == "hubert":
             return cls(name, cfg, ds, chosen, None, path, Path(output_root),
-                       speech=_hubert_for(cfg, checkpoints_root, dev))
+                       speech=_hubert_for(cfg, checkpoints_root, dev),
+                       hubert_dir=hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root))
         encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
         return cls(name, cfg, ds, chosen, encode, path, Path(output_root))
 
@@ -518,6 +528,70 @@ class Avatar:
     def speech_silence(self) -> np.ndarray:
         """(2048,) HuBERT features of digital silence (hubert avatars)."""
         return self.speech.silence()
+
+    @functools.cached_property
+    def pause_feature(self) -> np.ndarray:
+        """(F,) the audio feature of every frame of a pause (`infer.pause_feature`).
+
+        Digital silence is the obvious choice, but a generator trained on a recording whose
+        pauses hold room noise has never seen it: on a short real clip it drew a half-open
+        mouth there. The features of the person's own most closed-mouth frames are inputs it
+        was trained on, with a closed mouth as the target. Each candidate drives the generator
+        over the still reference frame, and the one whose mouth comes out closest to that
+        frame's real, closed mouth is kept.
+        """
+        mode = self.cfg.infer.pause_feature
+        if mode not in ("calibrated", "digital"):
+            raise InferError(f"unknown infer.pause_feature {mode!r}; use 'calibrated' or "
+                             "'digital'")
+        digital = (self.speech_silence if self.speech is not None
+                   else digital_silence_feature(self.encode, self.cfg))
+        closed = closed_mouth_frames(self.dataset, self.cfg)[:PAUSE_CANDIDATES]
+        if mode == "digital" or not len(closed):
+            return digital
+        own = self._recording_features(closed)
+        candidates = np.concatenate([digital[None], own.mean(axis=0, keepdims=True), own])
+        errors = self.closed_mouth_errors(candidates)
+        best = int(np.argmin(errors))
+        names = ["digital silence", "the mean of closed-mouth frames",
+                 *(f"closed-mouth frame {t}" for t in closed)]
+        log.info("pauses get the features of %s (mouth %.1f levels from the closed reference; "
+                 "digital silence: %.1f)", names[best], errors[best], errors[0])
+        return candidates[best].astype(np.float32)
+
+    def _recording_features(self, frames: np.ndarray) -> np.ndarray:
+        """(len(frames), F) the generator's audio features of frames of the person's recording."""
+        if self.speech is None:
+            mel = np.asarray(self.dataset.mel_windows()[frames], np.float32)
+            return self.encode(np.ascontiguousarray(mel[:, None]))
+        if self.hubert_dir is None:
+            return self.speech(self.dataset.wav(), self.dataset.n_frames)[frames]
+        return hubert_features_for(self.dataset, self.cfg, self.hubert_dir,
+                                   str(self.device))[frames]
+
+    def closed_mouth_errors(self, features: np.ndarray) -> np.ndarray:
+        """(K,) how far (mean |difference|, 0-255, in the mouth box) the generator's mouth is
+        from the still reference frame's own when that frame is the template and every row of
+        the audio window is features[k]."""
+        size = self.cfg.model.image_size
+        index = still_reference_index(self.dataset, self.cfg)
+        real = _model_patch(crop.inner(np.asarray(self.crops[index]), self.crop_cfg), size)
+        x = real.transpose(2, 0, 1)[None].astype(np.float32) / 255
+        masked = x.copy()
+        x0, y0, x1, y1 = crop.mask_rect(self.crop_cfg, size)
+        masked[:, :, y0:y1, x0:x1] = 0
+        inputs = np.concatenate([x, masked], axis=1)
+        mx0, my0, mx1, my1 = data.mouth_box(self.dataset, size)
+        errors = []
+        for i in range(0, len(features), self.cfg.infer.batch_size):
+            rows = np.asarray(features[i: i + self.cfg.infer.batch_size], np.float32)
+            windows = np.repeat(rows[:, None], AUDIO_WINDOW, axis=1)
+            audio_in = unet.audio_window_to_input(torch.from_numpy(windows),
+                                                  self.cfg.model.audio_mode).numpy()
+            y = self.backend(np.repeat(inputs, len(rows), axis=0), audio_in)
+            diff = np.abs(y - x)[:, :, my0:my1, mx0:mx1]
+            errors.extend(diff.mean(axis=(1, 2, 3)) * 255)
+        return np.asarray(errors, np.float64)
 
     @functools.cached_property
     def idle_runs(self) -> list[tuple[int, int]]:
@@ -655,14 +729,15 @@ class LipSyncStream:
             log.info("audio speech level %.1f dBFS: silence below %.1f dBFS", input_level_db,
                      cfg.infer.silence_db - offset)
         if avatar.speech is None:
-            self.features = FeatureStream(avatar.encode, cfg, silence_offset=offset)
+            self.features = FeatureStream(avatar.encode, cfg, silence=avatar.pause_feature,
+                                          silence_offset=offset)
         elif audio is None:
             raise InferError("hubert streaming of audio that is still arriving is not "
                              "supported (HuBERT needs the whole audio); use render() or "
                              "frames(), or pass the audio: avatar.stream(audio=wav)")
         else:
             self.features = FeatureStream(None, cfg, avatar.speech(np.asarray(audio, np.float32)),
-                                          avatar.speech_silence, offset)
+                                          avatar.pause_feature, offset)
         self._given = iter(template_indices) if template_indices is not None else None
         core = cfg.infer.mode == "core"
         if cfg.infer.mode not in ("bounce", "core"):
@@ -757,24 +832,36 @@ def _model_patch(inner_patch: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(inner_patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def _training_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray:
+    split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
+    return split.train if len(split.train) else np.arange(ds.n_frames)
+
+
+def closed_mouth_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray:
+    """Training frames (held-out ones are not candidates) with the 10 % most closed mouths,
+    most closed first; empty when the landmarks have no lips."""
+    frames = _training_frames(ds, cfg)
+    opening = landmarks.mouth_opening(ds.points()[frames], ds.scheme)
+    if np.all(np.isnan(opening)):
+        return np.zeros(0, np.int64)
+    closed = np.flatnonzero(opening <= np.nanpercentile(opening, 10))
+    return frames[closed[np.argsort(opening[closed], kind="stable")]]
+
+
 def still_reference_index(ds: PreparedDataset, cfg: Config) -> int:
     """A closed-mouth frame in a typical head position: the generator's reference at inference.
 
     Training shows the generator a random other frame as reference, so any frame is one it
-    knows; a closed mouth gives closed, still pauses. Among the training frames (held-out ones
-    are not candidates) with the 10 % most closed mouths, the one whose face sits nearest
-    the recording's median position and size.
+    knows; a closed mouth gives closed, still pauses. Of `closed_mouth_frames`, the one whose
+    face sits nearest the training frames' median position and size.
     """
-    split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
-    candidates = split.train if len(split.train) else np.arange(ds.n_frames)
-    opening = landmarks.mouth_opening(ds.points()[candidates], ds.scheme)
-    if np.all(np.isnan(opening)):  # no lip landmarks: the start frame
+    closed = closed_mouth_frames(ds, cfg)
+    if not len(closed):  # no lip landmarks: the start frame
         return int(cfg.infer.start_frame)
-    boxes = ds.boxes()[candidates].astype(np.float64)
-    typical = np.median(boxes, axis=0)
+    typical = np.median(ds.boxes()[_training_frames(ds, cfg)].astype(np.float64), axis=0)
+    boxes = ds.boxes()[closed].astype(np.float64)
     off = np.abs(boxes - typical).max(axis=1) / (typical[2] - typical[0])
-    closed = opening <= np.nanpercentile(opening, 10)
-    return int(candidates[np.flatnonzero(closed)[np.argmin(off[closed])]])
+    return int(closed[np.argmin(off)])
 
 
 # ---------------------------------------------------------------------- audio input

@@ -57,13 +57,15 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
                     output_root: str | Path = "outputs",
                     syncnet_v2_path: str | Path | None = None, side_by_side: bool = True,
                     backend: str | None = None, device: str | None = None,
-                    progress: bool = True) -> PersonEvaluation:
+                    progress: bool = True, overrides: dict | None = None) -> PersonEvaluation:
     """Score one checkpoint (default: best) on the held-out tail; writes
     outputs/<name>/eval/report_<checkpoint>.json (and report.json, the latest run), the
-    generated tail and a real | generated video."""
+    generated tail and a real | generated video. overrides: inference settings to compare,
+    e.g. {"infer.pause_feature": "digital"}."""
     avatar = infer.Avatar.load(name, dataset_root=dataset_root,
                                checkpoints_root=checkpoints_root, output_root=output_root,
-                               checkpoint=checkpoint, backend=backend, device=device)
+                               checkpoint=checkpoint, backend=backend, device=device,
+                               overrides=overrides)
     ds, cfg = avatar.dataset, avatar.cfg
     start, stop = evaluate.heldout_range(ds, cfg)
     hop = cfg.media.sample_rate // cfg.media.fps
@@ -92,7 +94,8 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
             scores.extra["truth_r"] = corr.r
     extra = {"heldout_frames": [start, stop], "preset": cfg.preset,
              "backend": avatar.backend.describe(),
-             "lse": "syncnet_v2" if net_v2 is not None else "not available (no weights)"}
+             "lse": "syncnet_v2" if net_v2 is not None else "not available (no weights)",
+             "overrides": dict(overrides or {})}
     report = evaluate.make_report([real_scores, gen_scores], name, avatar.checkpoint.name, extra)
     path = evaluate.write_report(report, name, output_root, f"report_{tag}.json")
     evaluate.write_report(report, name, output_root)

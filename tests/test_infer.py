@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-from synctalk_lib import audio, backends, crop, infer, media, templates
+from synctalk_lib import audio, backends, crop, infer, landmarks, media, templates, unet
 from synctalk_lib.checkpoint import CheckpointError
 from synctalk_lib.config import get_config
 
@@ -252,6 +253,52 @@ def _mouth_change(avatar, frames, tmpl, idx) -> float:
     return float(np.mean([np.abs(a.astype(int) - b).mean()
                           for a, b in itertools.pairwise(crops)]))
 
+
+class ClosedMouthOnlyFor:
+    """A stand-in generator: it redraws the input's reference exactly when every row of the
+    audio window is `feature`, and darkens it the further the audio is from that."""
+
+    def __init__(self, feature: np.ndarray, mode: str) -> None:
+        window = np.tile(feature, (1, 16, 1)).astype(np.float32)
+        self.target = unet.audio_window_to_input(torch.from_numpy(window), mode).numpy()
+
+    def __call__(self, x: np.ndarray, audio_in: np.ndarray) -> np.ndarray:
+        far = np.abs(audio_in - self.target).reshape(len(x), -1).mean(axis=1)
+        return x[:, :3] * (1 - np.minimum(far, 0.9))[:, None, None, None]
+
+
+def test_pauses_get_the_feature_that_redraws_a_closed_mouth(trained_person, speech,
+                                                           monkeypatch):
+    """Of digital silence and the person's closed-mouth frames, the pause feature is the one
+    with which the generator reproduces the still reference's mouth, and pauses use it."""
+    avatar = _load(trained_person, backend="onnx")
+    closed = infer.closed_mouth_frames(avatar.dataset, avatar.cfg)
+    assert len(closed) >= 4
+    gaps = landmarks.mouth_opening(avatar.dataset.points()[closed], avatar.dataset.scheme)
+    assert np.all(np.diff(gaps) >= 0)  # most closed first
+    # the demo's most closed mouths sit in its digitally silent lead and tail, whose features
+    # are digital silence's: offer speech frames instead, so the candidates differ
+    offered = np.arange(40, 40 + infer.PAUSE_CANDIDATES)
+    monkeypatch.setattr(infer, "closed_mouth_frames", lambda ds, cfg: offered)
+    mel = np.asarray(avatar.dataset.mel_windows()[offered], np.float32)
+    own = avatar.encode(mel[:, None])
+    digital = infer.digital_silence_feature(avatar.encode, avatar.cfg)
+    assert np.abs(own[3] - digital).mean() > 0.01
+    avatar.backend = ClosedMouthOnlyFor(own[3], avatar.cfg.model.audio_mode)
+    np.testing.assert_allclose(avatar.pause_feature, own[3], atol=1e-6)
+    errors = avatar.closed_mouth_errors(np.stack([own[3], digital]))
+    assert errors[0] < 1e-3 < errors[1]
+    wav = np.concatenate([speech[:8000], np.zeros(16000, np.float32), speech[:8000]])
+    with avatar.stream() as live:
+        live.push(wav)
+        live.finish()
+        assert live.features.silent[25]
+        np.testing.assert_array_equal(live.features.window(25), np.tile(avatar.pause_feature,
+                                                                        (16, 1)))
+    plain = _load(trained_person, backend="onnx", overrides={"infer.pause_feature": "digital"})
+    np.testing.assert_allclose(plain.pause_feature, digital, atol=1e-6)
+    with pytest.raises(infer.InferError, match="pause_feature"):
+        _ = _load(trained_person, overrides={"infer.pause_feature": "loud"}).pause_feature
 
 def test_core_mode_plays_real_footage_in_pauses(trained_person, speech):
     core = _load(trained_person, backend="onnx", overrides={"infer.mode": "core"})
