@@ -53,6 +53,19 @@ def test_crop_to_320_and_paste_back_leaves_the_rest_of_the_frame_unchanged(astro
     assert np.abs(same.astype(int) - astronaut).mean() < 0.1
 
 
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b) ** 2)))
+
+
+def test_an_unchanged_crop_pasted_back_keeps_the_face_sharp(astronaut):
+    """Frame -> 328 crop -> frame loses little detail, so a pasted region is not softer than
+    the face around it (bicubic resampling: 48.7 dB here; bilinear gave 45.0)."""
+    box = np.array([180.3, 115.7, 272.1, 207.5])
+    out = crop.paste_back(astronaut, crop.crop_face(astronaut, box, CFG.size), box)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    inside = (slice(y0 + 20, y1 - 20), slice(x0 + 20, x1 - 20))
+    assert _psnr(out[inside], astronaut[inside]) > 47.0
+
 def test_paste_mask_covers_mask_rect_and_fades_to_zero():
     alpha = crop.paste_mask(CFG)
     x0, y0, x1, y1 = (v + CFG.ring for v in crop.mask_rect(CFG))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -222,9 +223,21 @@ def test_paste_back_leaves_no_seam(avatar, speech):
     assert np.mean(steps_gen) < np.mean(steps_real) + 3.0
 
 
-def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    import cv2
+def test_a_small_model_patch_is_upscaled_sharply(astronaut):
+    """The `cpu` generator draws 160 px; brought to the 320-px inner patch it keeps the
+    detail that area-averaging to 160 px left (bicubic: 49.0 dB here; bilinear gave 46.2)."""
+    cfg = get_config("cpu").override({"infer.colour_match": False})
+    box = np.array([180.3, 115.7, 272.1, 207.5])
+    c = crop.crop_face(astronaut, box, cfg.crop.size)
+    real = crop.inner(c, cfg.crop)
+    small = cv2.resize(real, (160, 160), interpolation=cv2.INTER_AREA)
+    comp = infer.Compositor(cfg, cfg.crop)
+    got = crop.inner(comp.patch_in_crop(c, small, crop.paste_mask(cfg.crop)), cfg.crop)
+    psnr = 10 * np.log10(255**2 / np.mean((got.astype(float) - real) ** 2))
+    assert psnr > 48.0
 
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
 
 
