@@ -9,8 +9,11 @@ Presets are diffs from the defaults: `tiny` for tests, `cpu` for the demo on a l
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,8 +229,20 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Rebuild from `to_dict()` output; unknown keys raise (a config from a newer version)."""
-        return Config().override(_flatten(data))
+        """Rebuild from `to_dict()` output, as stored in a dataset's meta.json or a checkpoint.
+
+        Settings this version does not have (saved by an older version that had them, or a
+        newer one) are dropped with a warning rather than refused, so a dataset or checkpoint
+        survives an upgrade; one that mattered to the weights still fails where they load.
+        Typed overrides (`override`) stay strict.
+        """
+        flat = _flatten(data)
+        valid = set(_valid_keys(Config()))
+        unknown = sorted(key for key in flat if key not in valid)
+        if unknown:
+            log.warning("ignoring saved settings this version does not have: %s",
+                        ", ".join(unknown))
+        return Config().override({k: v for k, v in flat.items() if k in valid})
 
     def override(self, changes: dict[str, Any]) -> Config:
         """Return a copy with dotted keys replaced, e.g. {"crop.smooth_frames": 9}."""
