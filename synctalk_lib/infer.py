@@ -573,25 +573,36 @@ class Avatar:
         """(K,) how far (mean |difference|, 0-255, in the mouth box) the generator's mouth is
         from the still reference frame's own when that frame is the template and every row of
         the audio window is features[k]."""
-        size = self.cfg.model.image_size
-        index = still_reference_index(self.dataset, self.cfg)
-        real = _model_patch(crop.inner(np.asarray(self.crops[index]), self.crop_cfg), size)
-        x = real.transpose(2, 0, 1)[None].astype(np.float32) / 255
-        masked = x.copy()
-        x0, y0, x1, y1 = crop.mask_rect(self.crop_cfg, size)
-        masked[:, :, y0:y1, x0:x1] = 0
-        inputs = np.concatenate([x, masked], axis=1)
-        mx0, my0, mx1, my1 = data.mouth_box(self.dataset, size)
+        real = self.template_patch(still_reference_index(self.dataset, self.cfg))
+        target = real.transpose(2, 0, 1).astype(np.float32) / 255
+        mx0, my0, mx1, my1 = data.mouth_box(self.dataset, self.cfg.model.image_size)
         errors = []
         for i in range(0, len(features), self.cfg.infer.batch_size):
             rows = np.asarray(features[i: i + self.cfg.infer.batch_size], np.float32)
             windows = np.repeat(rows[:, None], AUDIO_WINDOW, axis=1)
-            audio_in = unet.audio_window_to_input(torch.from_numpy(windows),
-                                                  self.cfg.model.audio_mode).numpy()
-            y = self.backend(np.repeat(inputs, len(rows), axis=0), audio_in)
-            diff = np.abs(y - x)[:, :, my0:my1, mx0:mx1]
-            errors.extend(diff.mean(axis=(1, 2, 3)) * 255)
+            y = self.generate(np.repeat(real[None], len(rows), axis=0), windows)
+            errors.extend(np.abs(y - target)[:, :, my0:my1, mx0:mx1].mean(axis=(1, 2, 3)) * 255)
         return np.asarray(errors, np.float64)
+
+    def template_patch(self, index: int) -> np.ndarray:
+        """(S, S, 3) uint8: the inner patch of the person's frame `index` at the model's size."""
+        return _model_patch(crop.inner(np.asarray(self.crops[index]), self.crop_cfg),
+                            self.cfg.model.image_size)
+
+    def generate(self, patches: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """The generator on (B, S, S, 3) uint8 template patches (`template_patch`) and
+        (B, 16, F) audio windows -> (B, 3, S, S) float32 in [0, 1]. Its reference input is the
+        still reference, or each patch itself (`infer.reference`); its masked input is the
+        patch with the mouth rectangle blacked out."""
+        masked = patches.transpose(0, 3, 1, 2).astype(np.float32) / 255
+        ref = masked.copy() if self.reference_patch is None else np.broadcast_to(
+            self.reference_patch.transpose(2, 0, 1)[None].astype(np.float32) / 255,
+            masked.shape)
+        x0, y0, x1, y1 = crop.mask_rect(self.crop_cfg, self.cfg.model.image_size)
+        masked[:, :, y0:y1, x0:x1] = 0
+        audio_in = unet.audio_window_to_input(torch.from_numpy(np.asarray(windows, np.float32)),
+                                              self.cfg.model.audio_mode).numpy()
+        return self.backend(np.concatenate([ref, masked], axis=1), audio_in)
 
     @functools.cached_property
     def idle_runs(self) -> list[tuple[int, int]]:
@@ -615,9 +626,7 @@ class Avatar:
             raise InferError(f"unknown infer.reference {mode!r}; use 'still' or 'template'")
         if mode == "template":
             return None
-        index = still_reference_index(self.dataset, self.cfg)
-        return _model_patch(crop.inner(np.asarray(self.crops[index]), self.crop_cfg),
-                            self.cfg.model.image_size)
+        return self.template_patch(still_reference_index(self.dataset, self.cfg))
 
     def still(self, index: int | None = None) -> np.ndarray:
         """One real frame of the person (the start frame by default), (H, W, 3) uint8 RGB."""
@@ -749,9 +758,6 @@ class LipSyncStream:
         self.core = core
         self.templates: list[int] = []  # template index of each frame produced
         self.n_written = 0
-        size = cfg.model.image_size
-        self._rect = crop.mask_rect(avatar.crop_cfg, size)
-        self._size = size
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="templates")
 
     def __enter__(self) -> Self:
@@ -801,19 +807,8 @@ class LipSyncStream:
                     if not (self.core and self.features.silent[t] and av.idle_runs)]
         patches: dict[int, np.ndarray] = {}
         if generate:
-            patch_in = np.stack([_model_patch(crop.inner(np.asarray(av.crops[idx[k]]),
-                                                         av.crop_cfg), self._size)
-                                 for k in generate])
-            masked = patch_in.transpose(0, 3, 1, 2).astype(np.float32) / 255
-            ref = masked.copy() if av.reference_patch is None else np.broadcast_to(
-                av.reference_patch.transpose(2, 0, 1)[None].astype(np.float32) / 255,
-                masked.shape)
-            x0, y0, x1, y1 = self._rect
-            masked[:, :, y0:y1, x0:x1] = 0
-            windows = np.stack([self.features.window(frames[k]) for k in generate])
-            audio_in = unet.audio_window_to_input(torch.from_numpy(windows),
-                                                  av.cfg.model.audio_mode).numpy()
-            y = av.backend(np.concatenate([ref, masked], axis=1), audio_in)
+            y = av.generate(np.stack([av.template_patch(idx[k]) for k in generate]),
+                            np.stack([self.features.window(frames[k]) for k in generate]))
             y = np.clip(np.rint(y.transpose(0, 2, 3, 1) * 255), 0, 255).astype(np.uint8)
             patches = dict(zip(generate, y, strict=True))
         result = []

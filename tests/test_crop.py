@@ -66,6 +66,7 @@ def test_an_unchanged_crop_pasted_back_keeps_the_face_sharp(astronaut):
     inside = (slice(y0 + 20, y1 - 20), slice(x0 + 20, x1 - 20))
     assert _psnr(out[inside], astronaut[inside]) > 47.0
 
+
 def test_paste_mask_covers_mask_rect_and_fades_to_zero():
     alpha = crop.paste_mask(CFG)
     x0, y0, x1, y1 = (v + CFG.ring for v in crop.mask_rect(CFG))
