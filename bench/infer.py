@@ -1,12 +1,15 @@
 """End-to-end inference speed (decode → model → paste → encode) and peak memory.
 
-Cases: presets `cpu` and `hd328` (randomly initialised: the cost is the same as trained) ×
+Cases: presets `cpu` and `hd328` (randomly initialised: the cost is the same as trained), and
+`cpu+whisper` (the `cpu` preset on Whisper features, computed as the audio streams in) ×
 backends onnx / torch × a 512×512 and a 1920×1080 source, each in its own process so its peak
 RSS is its own. The baseline, measured in the same run on the same frames, re-creates the
 SyncTalk_2D reference loop (DESIGN.md §9): read each full frame from a JPEG, crop, run the
 U-Net 328 eagerly in fp32 NCHW at batch 1, paste the whole crop back, write MJPG, then
 re-encode to H.264 (x264 medium) with the audio. `ratio` = our frames/s ÷ the baseline's for
-the same model and source. A long-audio case checks that memory does not grow with length.
+the same model and source; `x ave` = a `+whisper` case's frames/s ÷ its preset's on the mel
+features, what the Whisper encoder costs. A long-audio case checks that memory does not grow
+with length.
 Writes JSON to outputs/bench/infer.json and prints a table.
 
     .venv/bin/python bench/infer.py [--seconds 4] [--presets cpu hd328] [--sources 512 1080]
@@ -32,6 +35,21 @@ sys.path.insert(0, str(ROOT))
 REFERENCE_FPS = {"512": 3.2, "1080": 2.5}  # SyncTalk_2D end to end on this CPU (§9)
 
 
+def bench_config(name: str):
+    """A preset, or `<preset>+whisper`: the preset on the default Whisper's features."""
+    from synctalk_lib import whisper
+    from synctalk_lib.config import get_config
+
+    preset, _, mode = name.partition("+")
+    cfg = get_config(preset)
+    if mode == "whisper":
+        dim = whisper.WhisperFeatures.load(cfg=cfg.whisper).dim
+        cfg = cfg.override({"model.audio_mode": "whisper", "model.audio_dim": dim})
+    elif mode:
+        raise SystemExit(f"unknown preset variant {name!r}")
+    return cfg
+
+
 # ----------------------------------------------------------------------------- set-up
 
 
@@ -52,7 +70,7 @@ def make_people(work: Path, presets: list[str], sources: list[str]) -> None:
     for src in sources:
         preprocess.preprocess(f"p{src}", root=data, cfg=get_config("cpu"), progress=False)
         for preset in presets:
-            cfg = get_config(preset)
+            cfg = bench_config(preset)
             folder = work / "checkpoints" / f"{preset}" / f"p{src}"
             folder.mkdir(parents=True, exist_ok=True)
             checkpoint.save_checkpoint(folder / "syncnet.pt", kind=syncnet.CKPT_KIND,
@@ -162,7 +180,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio length per case")
-    parser.add_argument("--presets", nargs="+", default=["cpu", "hd328"])
+    parser.add_argument("--presets", nargs="+", default=["cpu", "cpu+whisper", "hd328"])
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
     parser.add_argument("--sources", nargs="+", default=["512", "1080"])
     parser.add_argument("--long", type=float, default=120.0,
@@ -179,7 +197,7 @@ def main() -> int:
     cases = [(f"ours:{p}:{b}:{s}", args.seconds) for s in args.sources for p in args.presets
              for b in args.backends]
     cases += [(f"reference:{p}:torch:{s}", args.seconds) for s in args.sources
-              for p in args.presets]
+              for p in args.presets if "+" not in p]
     if args.long and "cpu" in args.presets and "512" in args.sources:
         cases += [("ours:cpu:onnx:512", 10.0), ("ours:cpu:onnx:512", args.long)]
     rows = []
@@ -197,14 +215,22 @@ def main() -> int:
         if r["kind"] == "ours" and (r["preset"], r["source"]) in base:
             r["ratio_vs_reference_loop"] = round(r["fps"] / base[r["preset"], r["source"]], 2)
         r["ratio_vs_design_figure"] = round(r["fps"] / REFERENCE_FPS[r["source"]], 2)
+    plain = {(r["preset"], r["case"].split(":")[2], r["source"], r["audio_s"]): r["fps"]
+             for r in rows if r["kind"] == "ours"}
+    for r in rows:
+        base = r["preset"].partition("+")[0]
+        key = (base, r["case"].split(":")[2], r["source"], r["audio_s"])
+        if "+" in r["preset"] and key in plain:
+            r["ratio_vs_ave"] = round(r["fps"] / plain[key], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"{'case':<28}{'audio s':>8}{'frames/s':>10}{'x ref loop':>11}{'x §9':>7}"
-          f"{'peak MB':>9}")
+    print(f"{'case':<32}{'audio s':>8}{'frames/s':>10}{'x ref loop':>11}{'x §9':>7}"
+          f"{'x ave':>7}{'peak MB':>9}")
     for r in rows:
-        print(f"{r['case']:<28}{r['audio_s']:>8g}{r['fps']:>10.2f}"
+        print(f"{r['case']:<32}{r['audio_s']:>8g}{r['fps']:>10.2f}"
               f"{r.get('ratio_vs_reference_loop', float('nan')):>11.2f}"
-              f"{r['ratio_vs_design_figure']:>7.2f}{r['peak_rss_mb']:>9}")
+              f"{r['ratio_vs_design_figure']:>7.2f}{r.get('ratio_vs_ave', float('nan')):>7.2f}"
+              f"{r['peak_rss_mb']:>9}")
     print("x ref loop: vs the re-created SyncTalk_2D loop in this run (same model and source); "
           "x §9: vs DESIGN.md §9's measured reference (3.2 fps at 512², 2.5 at 1080p)")
     print(f"wrote {args.out}")

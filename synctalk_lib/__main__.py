@@ -91,6 +91,27 @@ def _cmd_infer(args: argparse.Namespace) -> None:
               f"{r.silent_frames} silent")
 
 
+def _cmd_voices(args: argparse.Namespace) -> None:
+    from . import infer, media, voices
+
+    avatar = infer.Avatar.load(args.name, dataset_root=args.root,
+                               checkpoints_root=args.checkpoints, output_root=args.outputs,
+                               checkpoint=args.checkpoint, backend=args.backend,
+                               device=args.device)
+    chosen = None
+    if args.audio:
+        sr = avatar.cfg.media.sample_rate
+        own = voices.default_voices(avatar.dataset, shared=None, espeak=False)
+        chosen = own + [voices.Voice(Path(a).stem, media.load_audio(a, sr)[: round(
+            args.seconds * sr)]) for a in args.audio]
+    report = voices.voice_report(
+        avatar, chosen, output_root=args.outputs, progress=not args.no_progress,
+        **({} if chosen else {"shared": args.shared, "seconds": args.seconds,
+                              "exclude": args.exclude, "espeak": not args.no_espeak}))
+    print(voices.format_table(report))
+    print(f"written: {Path(args.outputs) / args.name / 'eval' / voices.REPORT_FILE}")
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     import os
 
@@ -179,6 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. infer.silence_db=-45)")
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("voices", help="voice report: render a trained person with other "
+                       "voices and measure the mouth from landmarks on the output")
+    p.add_argument("--name", required=True)
+    p.add_argument("--audio", action="append", default=[], type=Path,
+                   help="drive with these files instead of the default set (repeatable)")
+    p.add_argument("--shared", default="auto",
+                   help="folder of sample clips whose voices to use (default: ../shared/data "
+                   "beside the repository, when present)")
+    p.add_argument("--exclude", action="append", default=[],
+                   help="leave out a sample clip by name, e.g. the person's own (repeatable)")
+    p.add_argument("--seconds", type=float, default=20.0, help="cut each voice to this")
+    p.add_argument("--no-espeak", action="store_true", help="leave out the espeak-ng voices")
+    p.add_argument("--root", default="dataset", help="dataset folder")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
+    p.add_argument("--outputs", default="outputs", help="output folder")
+    p.add_argument("--checkpoint", help="generator checkpoint file (default: best, else newest)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_voices)
 
     p = sub.add_parser("serve", help="web page and HTTP API: the person speaks typed text or "
                        "uploaded audio in the browser (FastAPI; docs at /docs)")

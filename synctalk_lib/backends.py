@@ -134,7 +134,7 @@ def cached_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], source:
 def generator_inputs(cfg: Config) -> dict[str, torch.Tensor]:
     size = cfg.model.image_size
     return {"x": torch.zeros(1, 6, size, size),
-            "audio": torch.zeros(1, *unet.audio_feature_shape(cfg.model.audio_mode))}
+            "audio": torch.zeros(1, *unet.audio_feature_shape(cfg.model.audio_mode, cfg.model.audio_dim))}
 
 
 def choose(backend: str, device: torch.device) -> str:

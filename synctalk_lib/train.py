@@ -15,7 +15,6 @@ batch and gradients are averaged by DDP (gloo on CPU, NCCL on CUDA); only rank 0
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import checkpoint, data, losses, unet
+from . import checkpoint, data, features, losses, unet
 from .config import Config
 from .device import pick_device, reuse_freed_memory
 from .preprocess import PreparedDataset
@@ -217,7 +216,9 @@ def train_generator(
     np.random.seed(tcfg.seed + rank)
     split = data.split_frames(ds.n_frames, tcfg.heldout_fraction, tcfg.val_fraction)
     patches = data.model_patches(ds, cfg.model.image_size)
-    mels = ds.mel_windows()
+    from . import syncnet as syncnet_lib
+
+    mels = syncnet_lib.audio_windows(cfg.syncnet, ds.mel_windows(), features)
     train_set = data.GeneratorSamples.for_indices(patches, features, mels, split.train, cfg,
                                                   augment=tcfg.augment)
     val_set = data.GeneratorSamples.for_indices(patches, features, mels, split.val, cfg,
@@ -316,10 +317,22 @@ def train_generator(
     return TrainResult(last_path, best, step, history, loss_fn.perceptual_name, seconds)
 
 
+def _syncnet_differs(path: Path, cfg: Config) -> bool:
+    """The saved SyncNet hears another input (mel vs speech features, or another size)."""
+    saved = checkpoint.load_checkpoint(path, kind="syncnet")["config"]
+    if saved.syncnet.audio_input != cfg.syncnet.audio_input:
+        return True
+    return cfg.syncnet.audio_input == "speech" and saved.model.audio_dim != cfg.model.audio_dim
+
+
 def _must_match(cfg: Config) -> dict[str, Any]:
-    """Settings a checkpoint must share with the run that resumes it."""
-    return {"model.audio_mode": cfg.model.audio_mode, "model.channels": cfg.model.channels,
+    """Settings a checkpoint must share with the run that resumes it (the audio input's size
+    only when `cfg` knows it: a preset leaves it to the checkpoint)."""
+    must = {"model.audio_mode": cfg.model.audio_mode, "model.channels": cfg.model.channels,
             "model.image_size": cfg.model.image_size}
+    if cfg.model.audio_dim:
+        must["model.audio_dim"] = cfg.model.audio_dim
+    return must
 
 
 def _extra(history: list[dict[str, Any]], loss_fn: StepLoss, val: float) -> dict[str, Any]:
@@ -375,23 +388,6 @@ class PersonResult:
     generator: TrainResult
 
 
-def _cached_features(ds: PreparedDataset, stem: str, key_parts: dict[str, Any],
-                     source: dict[str, str], compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """dataset/<name>/<stem>.npy, computed once and again only when `key_parts` change."""
-    from . import files
-
-    target = ds.paths.folder / f"{stem}.npy"
-    key_file = ds.paths.cached(f"{stem}.json")
-    key = files.digest_of(key_parts)
-    if (target.is_file() and key_file.is_file()
-            and json.loads(key_file.read_text()).get("key") == key):
-        return np.load(target)
-    feats = compute()
-    files.save_npy(target, feats)
-    files.save_json(key_file, {"key": key, **source})
-    return feats
-
-
 def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
                        encoder: torch.nn.Module, device: str | None = None) -> np.ndarray:
     """(T, 512) `ave` features per frame, cached as dataset/<name>/aud_ave.npy.
@@ -403,7 +399,7 @@ def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
 
     key = {"encoder": files.file_digest(encoder_source),
            "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames}
-    return _cached_features(
+    return features.cached_features(
         ds, "aud_ave", key, {"encoder": str(encoder_source)},
         lambda: syncnet.audio_features(encoder, np.asarray(ds.mel_windows()),
                                        device=device).astype(np.float32))
@@ -422,7 +418,7 @@ def hubert_features_for(ds: PreparedDataset, cfg: Config, hubert_dir: Path,
 
     key = {"hubert": hubert.source_digest(hubert_dir),
            "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
-    feats = _cached_features(ds, "aud_hu", key, {"hubert": str(hubert_dir)}, compute)
+    feats = features.cached_features(ds, "aud_hu", key, {"hubert": str(hubert_dir)}, compute)
     return feats.reshape(ds.n_frames, -1)
 
 
@@ -439,33 +435,55 @@ def train_person(
     progress: bool = True,
     on_log: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> PersonResult:
-    """SyncNet (trained once, reused), audio features (`ave` or `hubert`), then the generator.
+    """SyncNet (trained once, reused), audio features (`ave`, `whisper` or `hubert`), then the
+    generator.
 
     ave_weights: SyncTalk_2D's `audio_visual_encoder.pth` if you have it; otherwise the audio
     encoder of the person's own SyncNet provides the features. `hubert` features come from
     local HuBERT weights (`model.hubert_dir`, see hubert.resolve_dir); SyncNet, which the sync
-    loss uses, works on mels in both modes.
+    loss uses, works on mels in every mode. `whisper` features come from the Whisper encoder
+    (whisper.resolve_source); the model's per-frame size is written into `model.audio_dim`.
     """
-    from . import hubert, preprocess, syncnet
+    from . import hubert, preprocess, syncnet, whisper
 
     mode = cfg.model.audio_mode
-    if mode not in ("ave", "hubert"):
+    if mode not in ("ave", "hubert", "whisper"):
         raise TrainError(
             f"audio mode {mode!r} needs pretrained speech features (WeNet weights) that this "
-            "workbench does not extract yet; use model.audio_mode='ave' (features from the "
-            "person's own SyncNet) or 'hubert' (local HuBERT weights)")
+            "workbench does not extract yet; use model.audio_mode='whisper' (the offline "
+            "Whisper encoder), 'ave' (features from the person's own SyncNet) or 'hubert' "
+            "(local HuBERT weights)")
+    if cfg.syncnet.audio_input == "speech" and mode != "whisper":
+        raise TrainError("syncnet.audio_input='speech' hears the generator's speech features, "
+                         f"which audio_mode {mode!r} does not have; use model.audio_mode="
+                         "'whisper' or syncnet.audio_input='mel'")
     hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
     if mode == "hubert":
         hubert.check_dir(hubert_dir)  # say so now, not after SyncNet has trained
+    speech = None
+    if mode == "whisper":  # load it now: a missing model is said before SyncNet trains
+        whisper_source = whisper.resolve_source(cfg.whisper.model_dir)
+        speech = whisper.WhisperFeatures.load(whisper_source, cfg.whisper, cfg.media, device)
+        features.check_dim(speech, cfg, "this configuration")
+        cfg = cfg.override({"model.audio_dim": speech.dim})
+        log.info("whisper features: %s, layers %s, %d values a frame", speech.name,
+                 list(speech.layers), speech.dim)
     ds = preprocess.load_dataset(name, dataset_root)
     out_dir = Path(checkpoints_root) / name
     init_distributed(pick_device(device))
     rank, _ = _dist_info()
     sync_path = out_dir / "syncnet.pt"
     accuracy = None
-    if rank == 0 and (not sync_path.is_file() or syncnet_steps):
+    # a speech SyncNet hears the generator's features: those come first (they need no SyncNet)
+    speech_feats = (features.whisper_features_for(ds, speech, str(whisper_source))
+                    if mode == "whisper" and rank == 0 else None)
+    stale = sync_path.is_file() and _syncnet_differs(sync_path, cfg)
+    if rank == 0 and (not sync_path.is_file() or syncnet_steps or stale):
+        if stale:
+            log.info("%s was trained with other syncnet settings: training it again", sync_path)
         result = syncnet.train_syncnet(ds, cfg, out_dir, steps=syncnet_steps, device=device,
-                                       progress=progress, resume=resume)
+                                       progress=progress, resume=resume and not stale,
+                                       features=speech_feats)
         accuracy = result.val_accuracy
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -475,6 +493,11 @@ def train_person(
 
         def compute() -> np.ndarray:
             return hubert_features_for(ds, cfg, hubert_dir, device)
+    elif mode == "whisper":
+        features_path = ds.paths.folder / "aud_whisper.npy"
+
+        def compute() -> np.ndarray:
+            return features.whisper_features_for(ds, speech, str(whisper_source))
     else:
         features_path = ds.paths.folder / "aud_ave.npy"
         if ave_weights is not None:

@@ -19,6 +19,7 @@ audio: S = 320, channels (32, 64, 128, 256, 512).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -53,23 +54,35 @@ AUDIO_MODES: dict[str, AudioMode] = {
     "hubert": AudioMode(shape=(32, 32, 32), entry=(1, 2), stride=(2, 2)),
     # 16 frames × 8192 WeNet features (SyncTalk_2D runs wenet at 20 fps)
     "wenet": AudioMode(shape=(256, 16, 32), entry=(3, 3), stride=(1, 2)),
+    # 16 frames × 2 Whisper frames (50 Hz) × 384 (tiny, one layer): (48, 16, 16); other
+    # Whisper sizes and layer counts give other widths (`model.audio_dim` / 16 channels)
+    "whisper": AudioMode(shape=(48, 16, 16), entry=(1, 2), stride=(1, 1)),
 }
+SIZED_MODES = ("whisper",)  # modes whose per-frame feature size comes from model.audio_dim
 
 # BGR <-> RGB of the 6 input channels (reference triplet, masked triplet) and of the 3 outputs
 _SWAP_INPUT = [2, 1, 0, 5, 4, 3]
 _SWAP_OUTPUT = [2, 1, 0]
 
 
-def _audio_mode(mode: str) -> AudioMode:
+def _audio_mode(mode: str, dim: int = 0) -> AudioMode:
+    """The mode's layout; for a sized mode (whisper) with `dim` features per frame, the
+    window becomes (dim / 16, 16, 16), which the entry block widens like any other."""
     if mode not in AUDIO_MODES:
         raise ValueError(f"unknown audio_mode {mode!r}; choose one of {sorted(AUDIO_MODES)}")
-    return AUDIO_MODES[mode]
+    spec = AUDIO_MODES[mode]
+    if dim and mode in SIZED_MODES:
+        if dim % 16:
+            raise ValueError(f"audio_mode {mode!r} needs a per-frame feature size divisible "
+                             f"by 16, got {dim}")
+        return dataclasses.replace(spec, shape=(dim // 16, 16, 16))
+    return spec
 
 
-def audio_feature_shape(mode: str) -> tuple[int, int, int]:
+def audio_feature_shape(mode: str, dim: int = 0) -> tuple[int, int, int]:
     """(C, H, W) of one audio input for `mode`: ave (32, 16, 16), hubert (32, 32, 32),
-    wenet (256, 16, 32)."""
-    return _audio_mode(mode).shape
+    wenet (256, 16, 32), whisper (dim / 16, 16, 16) (tiny, one layer: 48)."""
+    return _audio_mode(mode, dim).shape
 
 
 def audio_window_to_input(window: torch.Tensor, mode: str) -> torch.Tensor:
@@ -84,18 +97,19 @@ def audio_window_to_input(window: torch.Tensor, mode: str) -> torch.Tensor:
         dims) must be 512 for ave, 2048 (2 × 1024) for hubert, 8192 for wenet.
     Returns (B, *audio_feature_shape(mode)), same dtype and device.
     """
-    shape = audio_feature_shape(mode)
     if window.ndim < 3 or window.shape[1] != AUDIO_WINDOW:
         raise ValueError(
             f"expected a (B, {AUDIO_WINDOW}, F) window of audio features, got "
             f"{tuple(window.shape)}"
         )
     per_frame = math.prod(window.shape[2:])
+    shape = audio_feature_shape(mode, per_frame if mode in SIZED_MODES else 0)
     expected = shape[0] * shape[1] * shape[2] // AUDIO_WINDOW
     if per_frame != expected:
         raise ValueError(
             f"audio_mode {mode!r} expects {expected} features per frame, got {per_frame} "
-            f"(window {tuple(window.shape)}); per-frame sizes: ave 512, hubert 2048, wenet 8192"
+            f"(window {tuple(window.shape)}); per-frame sizes: ave 512, hubert 2048, wenet 8192, "
+            "whisper a multiple of 16"
         )
     return window.reshape(window.shape[0], *shape)
 
@@ -193,9 +207,9 @@ class AudioEncoder(nn.Module):
     residuals mix in between.
     """
 
-    def __init__(self, mode: str, channels: tuple[int, ...]) -> None:
+    def __init__(self, mode: str, channels: tuple[int, ...], dim: int = 0) -> None:
         super().__init__()
-        spec = _audio_mode(mode)
+        spec = _audio_mode(mode, dim)
         c = channels
         w1, w2 = c[spec.entry[0]], c[spec.entry[1]]
         self.entry1 = InvertedResidual(spec.shape[0], w1)
@@ -233,9 +247,10 @@ class Generator(nn.Module):
         audio_mode: str = "ave",
         channels: tuple[int, ...] = (32, 64, 128, 256, 512),
         image_size: int = 320,
+        audio_dim: int = 0,
     ) -> None:
         super().__init__()
-        _audio_mode(audio_mode)
+        self.audio_shape = audio_feature_shape(audio_mode, audio_dim)
         if len(channels) != STAGES or min(channels) < 2:
             raise ValueError(
                 f"model.channels needs {STAGES} widths of at least 2 (one per stride-2 stage), "
@@ -255,7 +270,7 @@ class Generator(nn.Module):
         self.stem = InvertedResidual(6, c[0])
         widths = (c[0], *c)  # the first down keeps the stem's width
         self.downs = nn.ModuleList(DoubleBlock(widths[i], widths[i + 1], 2) for i in range(5))
-        self.audio = AudioEncoder(audio_mode, c)
+        self.audio = AudioEncoder(audio_mode, c, audio_dim)
         self.fuse = nn.Sequential(DoubleBlock(2 * c[4], c[4]), DoubleBlock(c[4], c[3]))
         # decoder widths: halve on the way up, except a full-width stage at S/2
         skips = (c[3], c[2], c[1], c[0], c[0])
@@ -278,7 +293,7 @@ class Generator(nn.Module):
     def from_config(cls, cfg: ModelConfig | Config) -> Generator:
         """Build from `cfg.model` (or a ModelConfig)."""
         m = cfg.model if isinstance(cfg, Config) else cfg
-        return cls(m.audio_mode, m.channels, m.image_size)
+        return cls(m.audio_mode, m.channels, m.image_size, m.audio_dim)
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Complete the masked crop.
@@ -337,7 +352,7 @@ class Generator(nn.Module):
                 f"expected x of shape (B, 6, S, S) with S divisible by {side}, got "
                 f"{tuple(x.shape)}"
             )
-        expected = audio_feature_shape(self.audio_mode)
+        expected = self.audio_shape
         if tuple(audio.shape[1:]) != expected or audio.shape[0] != x.shape[0]:
             raise ValueError(
                 f"audio_mode {self.audio_mode!r} expects audio of shape (B, {expected[0]}, "

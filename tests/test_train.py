@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from synctalk_lib import checkpoint, data, preprocess, train
+from synctalk_lib import checkpoint, data, preprocess, syncnet, train
 from synctalk_lib.config import get_config
 
 TINY = get_config("tiny", {"train.batch_size": 2, "train.window": 2, "train.val_every": 5,
@@ -44,7 +44,8 @@ def test_samples_have_the_documented_shapes(person):
     ds, feats = person
     patches = data.model_patches(ds, TINY.model.image_size)
     split = data.split_frames(ds.n_frames, 0.1, 0.05)
-    samples = data.GeneratorSamples.for_indices(patches, feats, ds.mel_windows(), split.train,
+    sync_audio = syncnet.audio_windows(TINY.syncnet, ds.mel_windows())
+    samples = data.GeneratorSamples.for_indices(patches, feats, sync_audio, split.train,
                                                 TINY, augment=True)
     item = samples[0]
     s = TINY.model.image_size

@@ -18,6 +18,7 @@ from synctalk_lib.unet import (
 
 MODES = sorted(AUDIO_MODES)
 HD328_PARAMETERS = {"ave": 12_186_935, "hubert": 12_186_935, "wenet": 12_986_871}
+SYNCTALK2D_MODES = sorted(HD328_PARAMETERS)  # whisper is ours, not SyncTalk_2D's
 
 
 def inputs(model: Generator, batch: int = 2, seed: int = 0):
@@ -91,9 +92,21 @@ def ref_forward(sd, x, audio, mode):
 # --- parity --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", SYNCTALK2D_MODES)
 def test_hd328_parameter_count_equals_synctalk2d(mode):
     assert count_parameters(model_for("hd328", mode)) == HD328_PARAMETERS[mode]
+
+
+@pytest.mark.parametrize("dim", [768, 1024, 1536])
+def test_whisper_input_width_follows_the_feature_size(dim):
+    model = Generator("whisper", (8, 16, 32, 64, 128), 64, audio_dim=dim)
+    assert model.audio_shape == audio_feature_shape("whisper", dim) == (dim // 16, 16, 16)
+    window = torch.randn(2, AUDIO_WINDOW, dim)
+    out = model(torch.rand(2, 6, 64, 64), audio_window_to_input(window, "whisper"))
+    assert out.shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="expects audio of shape"):
+        model(torch.rand(2, 6, 64, 64), torch.randn(2, 48, 16, 16) if dim != 768 else
+              torch.randn(2, 64, 16, 16))
 
 
 def forward_gflop(preset: str) -> float:
@@ -112,7 +125,7 @@ def test_hd328_costs_9_77_gflop_and_the_cpu_preset_30x_less():
     assert hd328 / forward_gflop("cpu") >= 30
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", SYNCTALK2D_MODES)
 def test_converted_synctalk2d_weights_compute_the_same_picture_in_rgb(mode):
     model = model_for("hd328", mode).eval()
     randomise_batch_norms(model, seed=1)
@@ -233,7 +246,10 @@ def test_audio_window_reshapes_row_major_into_the_mode_shape(mode):
     assert torch.equal(audio.flatten(1), window.flatten(1))
     if mode == "hubert":  # (16, 2, 1024) windows are accepted as they come
         assert audio_window_to_input(window.reshape(3, 16, 2, 1024), mode).shape == (3, *shape)
-    with pytest.raises(ValueError, match=f"{mode!r} expects {per_frame} features per frame"):
+    # whisper takes any multiple of 16 (its model's size); the generator checks it matches
+    wrong = ("divisible by 16" if mode == "whisper"
+             else f"{mode!r} expects {per_frame} features per frame")
+    with pytest.raises(ValueError, match=wrong):
         audio_window_to_input(window[..., :-1], mode)
 
 

@@ -1,0 +1,54 @@
+"""A recording's audio features per video frame, computed once and cached in its dataset.
+
+Training and inference both need them (inference for the pause feature's candidates), so
+they live here rather than in either: dataset/<name>/<stem>.npy, with a key file in the
+dataset's cache that names what they were computed from; a changed key recomputes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import files, whisper
+from .config import Config
+from .preprocess import PreparedDataset
+
+
+def cached_features(ds: PreparedDataset, stem: str, key_parts: dict[str, Any],
+                    source: dict[str, str], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """dataset/<name>/<stem>.npy, computed once and again only when `key_parts` change."""
+    target = ds.paths.folder / f"{stem}.npy"
+    key_file = ds.paths.cached(f"{stem}.json")
+    key = files.digest_of(key_parts)
+    if (target.is_file() and key_file.is_file()
+            and json.loads(key_file.read_text()).get("key") == key):
+        return np.load(target)
+    feats = compute()
+    files.save_npy(target, feats)
+    files.save_json(key_file, {"key": key, **source})
+    return feats
+
+
+def whisper_features_for(ds: PreparedDataset, extractor: whisper.WhisperFeatures,
+                         source: str) -> np.ndarray:
+    """(T, dim) `whisper` features of the recording, cached as dataset/<name>/aud_whisper.npy,
+    keyed on the model's files, the windowing and layers, and the audio."""
+    key = {"whisper": whisper.source_digest(source), "layers": list(extractor.layers),
+           "hop": extractor.hop, "context": extractor.context,
+           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
+    return cached_features(ds, "aud_whisper", key, {"whisper": str(source)},
+                           lambda: extractor(ds.wav(), ds.n_frames))
+
+
+def check_dim(extractor: whisper.WhisperFeatures, cfg: Config, where: str) -> None:
+    """A generator trained on one Whisper's features cannot read another's: say which."""
+    if cfg.model.audio_dim and cfg.model.audio_dim != extractor.dim:
+        raise whisper.WhisperError(
+            f"{where} was trained on Whisper features of {cfg.model.audio_dim} values a frame, "
+            f"but {extractor.name} with layers {list(extractor.layers)} gives {extractor.dim} "
+            "(another model size or layer choice); use the Whisper model it was trained with "
+            "(whisper.model_dir) or train again")
