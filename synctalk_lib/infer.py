@@ -681,9 +681,10 @@ class Avatar:
         """A live session: push audio chunks, get finished frames (see LipSyncStream).
 
         audio: the (N,) 16 kHz audio that will be pushed, when known in advance. A `hubert`
-        avatar needs it (HuBERT features are computed for all of it first, in chunks); `ave`
-        uses it only for its speech level (see `silence_offset_db`) and works on audio as it
-        arrives. input_level_db: the speech level of the audio to come (`speech_level_db`),
+        avatar needs it (HuBERT features are computed for all of it first, in chunks); a
+        `whisper` avatar then computes its windows ahead instead of waiting 4 s for each;
+        `ave` uses it only for its speech level (see `silence_offset_db`) and works on audio
+        as it arrives. input_level_db: the speech level of the audio to come (`speech_level_db`),
         when known but not the audio; None and no `audio`: the silence threshold stays put.
         """
         return LipSyncStream(self, template_indices, audio, input_level_db)
@@ -720,6 +721,7 @@ class Avatar:
                 template_indices = self.planned_templates(n_out)
             whole = (sf.read(str(wav_path), dtype="float32")[0]
                      if isinstance(self.speech, hubert.HubertFeatures) else None)
+            # (whisper streams the file as it is read: its features are never held whole)
             live = stack.enter_context(self.stream(template_indices, whole, level))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
@@ -779,7 +781,8 @@ class LipSyncStream:
                                           silence_offset=offset)
         elif isinstance(avatar.speech, whisper_lib.WhisperFeatures):  # streams by windows
             self.features = FeatureStream(None, cfg, silence=avatar.pause_feature,
-                                          silence_offset=offset, source=avatar.speech.stream())
+                                          silence_offset=offset,
+                                          source=avatar.speech.stream(audio))
         elif audio is None:
             raise InferError("hubert streaming of audio that is still arriving is not "
                              "supported (HuBERT needs the whole audio); use render() or "

@@ -60,6 +60,9 @@ DEFAULT_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b
 SAMPLE_RATE = 16_000
 N_FFT, HOP = 400, 160  # Whisper's log-mel: 25 ms windows every 10 ms (100 mel frames a second)
 FRAMES_PER_VIDEO_FRAME = 2  # encoder frames come at 50 Hz; video at 25 fps
+# frames of features a stream of known audio keeps ahead of the audio pushed: the generator's
+# audio window reaches 8 frames ahead of the frame it draws
+LOOKAHEAD = 8
 ENGLISH_ONLY = ("tiny.en", "base.en", "small.en", "medium.en")
 
 
@@ -578,8 +581,10 @@ class WhisperFeatures:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate(feats).reshape(-1, self.dim)[:n]
 
-    def stream(self) -> WhisperStream:
-        return WhisperStream(self)
+    def stream(self, audio: np.ndarray | None = None) -> WhisperStream:
+        """Features of audio pushed in pieces; `audio`: the whole audio, when known in
+        advance (see WhisperStream)."""
+        return WhisperStream(self, audio)
 
     def silence(self) -> np.ndarray:
         """(dim,) features of digital silence (a window of zeros, its middle frame)."""
@@ -591,21 +596,37 @@ class WhisperFeatures:
 class WhisperStream:
     """Whisper features of audio that arrives in pieces: `push` returns the frames whose
     window is complete, `finish` the rest; together they equal one `WhisperFeatures` call
-    on the whole audio. Window k needs audio up to frame (k + 1)·hop + context."""
+    on the whole audio. Window k needs audio up to frame (k + 1)·hop + context, so live audio
+    gets its features hop + context frames (4 s) late. When the whole audio is known in
+    advance (`audio`, e.g. a server's text-to-speech), windows are computed from it as soon
+    as the frames pushed so far (and LOOKAHEAD more) need them, and nothing waits; the audio
+    pushed must then be that same audio."""
 
-    def __init__(self, features: WhisperFeatures) -> None:
+    def __init__(self, features: WhisperFeatures, audio: np.ndarray | None = None) -> None:
         self.f = features
-        self._buf = np.zeros(0, np.float32)  # audio from sample _base on
+        self._known = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
+        self._buf = np.zeros(0, np.float32)  # audio from sample _base on (live audio only)
         self._base = 0
         self.n_samples = 0
         self.next_window = 0
         self.n_done = 0  # frames returned so far
 
     def push(self, wav: np.ndarray) -> np.ndarray:
+        from .audio import n_video_frames
+
         wav = np.asarray(wav, np.float32).reshape(-1)
-        self._buf = np.concatenate([self._buf, wav])
         self.n_samples += len(wav)
         spf, f = self.f.samples_per_frame, self.f
+        if self._known is not None:  # the windows of the frames pushed, and a little more
+            pushed = self.n_samples // spf
+            last = -(-len(self._known) // spf)  # frames the known audio covers
+            want = min(-(-(pushed + LOOKAHEAD) // f.hop), -(-last // f.hop))
+            before = self.n_done
+            rows = self._run(max(0, want - self.next_window))
+            rows = rows[: max(0, n_video_frames(len(self._known), f.media) - before)]
+            self.n_done = before + len(rows)
+            return rows
+        self._buf = np.concatenate([self._buf, wav])
         ready = 0
         while ((self.next_window + ready + 1) * f.hop + f.context) * spf <= self.n_samples:
             ready += 1
@@ -621,22 +642,28 @@ class WhisperStream:
         self.n_done = before + len(feats)
         return feats
 
+    def _window(self, k: int) -> np.ndarray:
+        if self._known is not None:
+            return self.f.window_audio(self._known, k)
+        spf, f = self.f.samples_per_frame, self.f
+        a = (k * f.hop - f.context) * spf - self._base
+        win = np.zeros(f.span * spf, np.float32)
+        lo, hi = max(a, 0), min(a + len(win), len(self._buf))
+        if hi > lo:
+            win[lo - a: hi - a] = self._buf[lo:hi]
+        return win
+
     def _run(self, n_windows: int) -> np.ndarray:
         if n_windows <= 0:
             return np.zeros((0, self.f.dim), np.float32)
-        spf, f = self.f.samples_per_frame, self.f
-        windows = []
-        for k in range(self.next_window, self.next_window + n_windows):
-            a = (k * f.hop - f.context) * spf - self._base
-            win = np.zeros(f.span * spf, np.float32)
-            lo, hi = max(a, 0), min(a + len(win), len(self._buf))
-            if hi > lo:
-                win[lo - a: hi - a] = self._buf[lo:hi]
-            windows.append(win)
+        f = self.f
+        windows = [self._window(k) for k in range(self.next_window, self.next_window + n_windows)]
         feats = f.encode_windows(np.stack(windows)).reshape(-1, f.dim)
         self.next_window += n_windows
-        keep_from = max(0, (self.next_window * f.hop - f.context) * spf - self._base)
-        self._buf = self._buf[keep_from:]
-        self._base += keep_from
+        if self._known is None:  # audio no later window needs
+            keep_from = max(0, (self.next_window * f.hop - f.context) * f.samples_per_frame
+                            - self._base)
+            self._buf = self._buf[keep_from:]
+            self._base += keep_from
         self.n_done += len(feats)
         return feats

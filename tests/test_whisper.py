@@ -149,6 +149,18 @@ def test_stream_gives_frames_once_their_window_is_complete(extractor):
     assert len(stream.push(_speech(0.02))) == extractor.hop
 
 
+def test_stream_of_known_audio_does_not_wait_and_equals_offline(extractor):
+    wav = _speech(9.1, seed=4)
+    stream, rows = extractor.stream(audio=wav), []
+    first = stream.push(wav[:3200])  # 0.2 s pushed: a whole window is ready already
+    assert len(first) == extractor.hop
+    rows.append(first)
+    for i in range(3200, len(wav), 3200):
+        rows.append(stream.push(wav[i:i + 3200]))
+    rows.append(stream.finish())
+    np.testing.assert_allclose(np.concatenate(rows), extractor(wav), atol=1e-5)
+
+
 def test_silence_is_one_steady_feature(extractor):
     feats = extractor(np.zeros(48_000, np.float32))
     np.testing.assert_allclose(feats[extractor.hop // 2], extractor.silence(), atol=1e-5)
@@ -295,6 +307,19 @@ def test_live_stream_equals_offline_frames(whisper_person):
     assert max(np.abs(a.astype(int) - b).max() for a, b in zip(frames, offline, strict=True)) <= 1
 
 
+def test_first_frames_of_known_audio_come_before_it_is_all_pushed(whisper_person):
+    root, _, _ = whisper_person
+    avatar = infer.Avatar.load("talker", dataset_root=root / "dataset",
+                               checkpoints_root=root / "checkpoints", backend="torch")
+    wav = _speech(3.0)
+    with avatar.stream(audio=wav) as live:
+        early = live.push(wav[:8000])  # 0.5 s of 3 s
+        assert 0 < len(early) < 75
+        frames = early + live.push(wav[8000:]) + live.finish()
+    offline = list(avatar.frames(wav))
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(frames, offline, strict=True)) <= 1
+
+
 def test_render_with_onnx(whisper_person, tmp_path):
     root, _, _ = whisper_person
     avatar = infer.Avatar.load("talker", dataset_root=root / "dataset",
@@ -312,3 +337,12 @@ def test_another_model_size_is_refused_at_inference(whisper_person, tmp_path):
         infer.Avatar.load("talker", dataset_root=root / "dataset",
                           checkpoints_root=root / "checkpoints",
                           overrides={"whisper.model_dir": str(folder)})
+
+
+def test_auto_audio_mode_takes_whisper_when_its_weights_are_there(small_model, monkeypatch):
+    monkeypatch.delenv(whisper.ENV_DIR, raising=False)
+    found = get_config("tiny", {"model.audio_mode": "auto",
+                                "whisper.model_dir": str(small_model[0])})
+    assert found.model.audio_mode == "whisper"
+    monkeypatch.setattr(whisper, "default_model_dir", lambda: None)
+    assert get_config("tiny", {"model.audio_mode": "auto"}).model.audio_mode == "ave"
