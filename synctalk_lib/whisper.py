@@ -271,11 +271,70 @@ def sinusoids(length: int, width: int) -> torch.Tensor:
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
-def _fuse_qkv(q_w, q_b, k_w, v_w, v_b) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.cat([q_w, k_w, v_w]), torch.cat([q_b, torch.zeros_like(q_b), v_b])
+# Our parameter names and each format's: (openai-whisper, Hugging Face, CTranslate2); {i} is
+# the layer. openai and Hugging Face keep query, key (no bias) and value apart; CTranslate2
+# and we fuse them.
+_NAMES = {
+    "conv1.weight": ("conv1.weight", "conv1.weight", "conv1/weight"),
+    "conv1.bias": ("conv1.bias", "conv1.bias", "conv1/bias"),
+    "conv2.weight": ("conv2.weight", "conv2.weight", "conv2/weight"),
+    "conv2.bias": ("conv2.bias", "conv2.bias", "conv2/bias"),
+    "ln_post.weight": ("ln_post.weight", "layer_norm.weight", "layer_norm/gamma"),
+    "ln_post.bias": ("ln_post.bias", "layer_norm.bias", "layer_norm/beta"),
+}
+_LAYER_NAMES = {
+    "out.weight": ("attn.out.weight", "self_attn.out_proj.weight",
+                   "self_attention/linear_1/weight"),
+    "out.bias": ("attn.out.bias", "self_attn.out_proj.bias", "self_attention/linear_1/bias"),
+    "attn_ln.weight": ("attn_ln.weight", "self_attn_layer_norm.weight",
+                       "self_attention/layer_norm/gamma"),
+    "attn_ln.bias": ("attn_ln.bias", "self_attn_layer_norm.bias",
+                     "self_attention/layer_norm/beta"),
+    "mlp_ln.weight": ("mlp_ln.weight", "final_layer_norm.weight", "ffn/layer_norm/gamma"),
+    "mlp_ln.bias": ("mlp_ln.bias", "final_layer_norm.bias", "ffn/layer_norm/beta"),
+    "fc1.weight": ("mlp.0.weight", "fc1.weight", "ffn/linear_0/weight"),
+    "fc1.bias": ("mlp.0.bias", "fc1.bias", "ffn/linear_0/bias"),
+    "fc2.weight": ("mlp.2.weight", "fc2.weight", "ffn/linear_1/weight"),
+    "fc2.bias": ("mlp.2.bias", "fc2.bias", "ffn/linear_1/bias"),
+}
+_LAYER_PREFIX = ("blocks.{i}.", "layers.{i}.", "layer_{i}/")
+_QKV = {"openai": ("attn.query", "attn.key", "attn.value"),  # + .weight / .bias
+        "huggingface": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")}
+_FORMATS = ("openai", "huggingface", "ctranslate2")
 
 
-def _layer_names(state: dict[str, torch.Tensor], pattern: str) -> int:
+def _renamed(get, fmt: str, n_layers: int) -> dict[str, torch.Tensor]:
+    """Our state dict (without positions) from a format's tensors, `get(name)` -> tensor."""
+    k = _FORMATS.index(fmt)
+    state = {ours: get(theirs[k]) for ours, theirs in _NAMES.items()}
+    for i in range(n_layers):
+        prefix = _LAYER_PREFIX[k].format(i=i)
+        for ours, theirs in _LAYER_NAMES.items():
+            state[f"blocks.{i}.{ours}"] = get(prefix + theirs[k])
+        if fmt == "ctranslate2":
+            state[f"blocks.{i}.qkv.weight"] = get(prefix + "self_attention/linear_0/weight")
+            state[f"blocks.{i}.qkv.bias"] = get(prefix + "self_attention/linear_0/bias")
+        else:
+            q, key, v = (prefix + name for name in _QKV[fmt])
+            state[f"blocks.{i}.qkv.weight"] = torch.cat([get(q + ".weight"), get(key + ".weight"),
+                                                         get(v + ".weight")])
+            q_bias = get(q + ".bias")
+            state[f"blocks.{i}.qkv.bias"] = torch.cat([q_bias, torch.zeros_like(q_bias),
+                                                       get(v + ".bias")])
+    return state
+
+
+def _getter(sd: dict[str, torch.Tensor], prefix: str, source: Path):
+    def get(name: str) -> torch.Tensor:
+        if prefix + name not in sd:
+            raise WhisperError(f"{source} has no {prefix + name}: not a Whisper encoder of a "
+                               "known layout")
+        return sd[prefix + name]
+
+    return get
+
+
+def _layer_names(state: dict, pattern: str) -> int:
     n = 0
     while any(k.startswith(pattern.format(n)) for k in state):
         n += 1
@@ -295,28 +354,9 @@ def _from_openai(path: Path) -> Encoder:
     d, sd = ckpt["dims"], ckpt["model_state_dict"]
     dims = Dims(d["n_mels"], d["n_audio_ctx"], d["n_audio_state"], d["n_audio_head"],
                 d["n_audio_layer"])
-    e = "encoder."
-    state = {"conv1.weight": sd[e + "conv1.weight"], "conv1.bias": sd[e + "conv1.bias"],
-             "conv2.weight": sd[e + "conv2.weight"], "conv2.bias": sd[e + "conv2.bias"],
-             "positions": sd.get(e + "positional_embedding",
-                                 sinusoids(dims.n_ctx, dims.width)),
-             "ln_post.weight": sd[e + "ln_post.weight"], "ln_post.bias": sd[e + "ln_post.bias"]}
-    for i in range(dims.layers):
-        p = f"{e}blocks.{i}."
-        w, b = _fuse_qkv(sd[p + "attn.query.weight"], sd[p + "attn.query.bias"],
-                         sd[p + "attn.key.weight"], sd[p + "attn.value.weight"],
-                         sd[p + "attn.value.bias"])
-        q = f"blocks.{i}."
-        state.update({q + "qkv.weight": w, q + "qkv.bias": b,
-                      q + "out.weight": sd[p + "attn.out.weight"],
-                      q + "out.bias": sd[p + "attn.out.bias"],
-                      q + "attn_ln.weight": sd[p + "attn_ln.weight"],
-                      q + "attn_ln.bias": sd[p + "attn_ln.bias"],
-                      q + "mlp_ln.weight": sd[p + "mlp_ln.weight"],
-                      q + "mlp_ln.bias": sd[p + "mlp_ln.bias"],
-                      q + "fc1.weight": sd[p + "mlp.0.weight"], q + "fc1.bias": sd[p + "mlp.0.bias"],
-                      q + "fc2.weight": sd[p + "mlp.2.weight"],
-                      q + "fc2.bias": sd[p + "mlp.2.bias"]})
+    state = _renamed(_getter(sd, "encoder.", path), "openai", dims.layers)
+    state["positions"] = sd.get("encoder.positional_embedding",
+                                sinusoids(dims.n_ctx, dims.width))
     return _build(dims, state, path)
 
 
@@ -342,28 +382,13 @@ def _from_huggingface(path: Path) -> Encoder:
                            "pytorch_model.bin")
     e = next((p for p in ("model.encoder.", "encoder.") if p + "conv1.weight" in sd), None)
     if e is None:
-        raise WhisperError(f"{weights} holds no Whisper encoder (no encoder.conv1.weight)")
+        raise WhisperError(f"{path} holds no Whisper encoder (no encoder.conv1.weight)")
     dims = Dims(config["num_mel_bins"], config["max_source_positions"], config["d_model"],
                 config["encoder_attention_heads"], config["encoder_layers"],
                 config.get("encoder_ffn_dim", 4 * config["d_model"]))
-    state = {"conv1.weight": sd[e + "conv1.weight"], "conv1.bias": sd[e + "conv1.bias"],
-             "conv2.weight": sd[e + "conv2.weight"], "conv2.bias": sd[e + "conv2.bias"],
-             "positions": sd[e + "embed_positions.weight"],
-             "ln_post.weight": sd[e + "layer_norm.weight"], "ln_post.bias": sd[e + "layer_norm.bias"]}
-    for i in range(dims.layers):
-        p, q = f"{e}layers.{i}.", f"blocks.{i}."
-        w, b = _fuse_qkv(sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.q_proj.bias"],
-                         sd[p + "self_attn.k_proj.weight"], sd[p + "self_attn.v_proj.weight"],
-                         sd[p + "self_attn.v_proj.bias"])
-        state.update({q + "qkv.weight": w, q + "qkv.bias": b,
-                      q + "out.weight": sd[p + "self_attn.out_proj.weight"],
-                      q + "out.bias": sd[p + "self_attn.out_proj.bias"],
-                      q + "attn_ln.weight": sd[p + "self_attn_layer_norm.weight"],
-                      q + "attn_ln.bias": sd[p + "self_attn_layer_norm.bias"],
-                      q + "mlp_ln.weight": sd[p + "final_layer_norm.weight"],
-                      q + "mlp_ln.bias": sd[p + "final_layer_norm.bias"],
-                      q + "fc1.weight": sd[p + "fc1.weight"], q + "fc1.bias": sd[p + "fc1.bias"],
-                      q + "fc2.weight": sd[p + "fc2.weight"], q + "fc2.bias": sd[p + "fc2.bias"]})
+    get = _getter(sd, e, path)
+    state = _renamed(get, "huggingface", dims.layers)
+    state["positions"] = get("embed_positions.weight")
     return _build(dims, state, path)
 
 
@@ -430,30 +455,15 @@ def _from_ctranslate2(path: Path) -> Encoder:
         return torch.from_numpy(np.asarray(value, np.float32))
 
     n_layers = _layer_names(raw, "layer_{}/")
-    width, n_mels = raw["conv1/weight"].shape[:2]
+    width, n_mels = raw["conv1/weight"].shape[:2] if "conv1/weight" in raw else (0, 0)
     heads = int(raw["num_heads"]) if "num_heads" in raw else max(1, width // 64)
     positions = raw.get("position_encodings/encodings")
+    ffn = raw["layer_0/ffn/linear_0/weight"].shape[0] if n_layers else 0
     dims = Dims(int(n_mels), 1500 if positions is None else len(positions), int(width), heads,
-                n_layers, int(raw["layer_0/ffn/linear_0/weight"].shape[0]) if n_layers else 0)
-    state = {"conv1.weight": tensor("conv1/weight"), "conv1.bias": tensor("conv1/bias"),
-             "conv2.weight": tensor("conv2/weight"), "conv2.bias": tensor("conv2/bias"),
-             "positions": (sinusoids(dims.n_ctx, dims.width) if positions is None
-                           else tensor("position_encodings/encodings")),
-             "ln_post.weight": tensor("layer_norm/gamma"), "ln_post.bias": tensor("layer_norm/beta")}
-    for i in range(n_layers):
-        p, q = f"layer_{i}/", f"blocks.{i}."
-        state.update({q + "qkv.weight": tensor(p + "self_attention/linear_0/weight"),
-                      q + "qkv.bias": tensor(p + "self_attention/linear_0/bias"),
-                      q + "out.weight": tensor(p + "self_attention/linear_1/weight"),
-                      q + "out.bias": tensor(p + "self_attention/linear_1/bias"),
-                      q + "attn_ln.weight": tensor(p + "self_attention/layer_norm/gamma"),
-                      q + "attn_ln.bias": tensor(p + "self_attention/layer_norm/beta"),
-                      q + "mlp_ln.weight": tensor(p + "ffn/layer_norm/gamma"),
-                      q + "mlp_ln.bias": tensor(p + "ffn/layer_norm/beta"),
-                      q + "fc1.weight": tensor(p + "ffn/linear_0/weight"),
-                      q + "fc1.bias": tensor(p + "ffn/linear_0/bias"),
-                      q + "fc2.weight": tensor(p + "ffn/linear_1/weight"),
-                      q + "fc2.bias": tensor(p + "ffn/linear_1/bias")})
+                n_layers, int(ffn))
+    state = _renamed(tensor, "ctranslate2", n_layers)
+    state["positions"] = (sinusoids(dims.n_ctx, dims.width) if positions is None
+                          else tensor("position_encodings/encodings"))
     return _build(dims, state, path)
 
 

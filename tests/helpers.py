@@ -51,3 +51,20 @@ def write_face_video(path: Path, image: np.ndarray, n: int = 50, audio: bool = T
         for frame in moving_face_frames(image, n, blank):
             writer.write(frame)
     return path
+
+
+def short_person(root: Path, overrides: dict):
+    """A 4 s demo person, preprocessed and trained for a few steps with the `tiny` preset and
+    `overrides` (an audio mode, say): (root, cfg, train.PersonResult). Enough to load and
+    render, not for quality."""
+    from synctalk_lib import demo, preprocess, train
+    from synctalk_lib.config import get_config
+
+    demo.make_demo(root / "dataset", "talker", seconds=4, lead_silence=0.5)
+    cfg = get_config("tiny", {"syncnet.val_fraction": 0.3, "train.heldout_fraction": 0.0,
+                              "train.val_fraction": 0.2, **overrides})
+    preprocess.preprocess("talker", root=root / "dataset", cfg=cfg, progress=False)
+    result = train.train_person("talker", cfg, dataset_root=root / "dataset",
+                                checkpoints_root=root / "checkpoints", steps=4, syncnet_steps=10,
+                                progress=False)
+    return root, cfg, result

@@ -14,10 +14,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import short_person
 
-from synctalk_lib import audio, demo, hubert, infer, preprocess, train
+from synctalk_lib import audio, hubert, infer, preprocess, train
 from synctalk_lib.checkpoint import CheckpointError
-from synctalk_lib.config import MediaConfig, get_config
+from synctalk_lib.config import MediaConfig
 
 
 def _tiny_model(hidden: int = 1024, layers: int = 1, seed: int = 0):
@@ -147,16 +148,8 @@ def test_where_the_weights_are_looked_for(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def hubert_person(tmp_path_factory, hubert_dir):
     """A 4 s demo person trained for a few steps on (tiny) HuBERT features."""
-    root = tmp_path_factory.mktemp("hubert_person")
-    demo.make_demo(root / "dataset", "talker", seconds=4, lead_silence=0.5)
-    cfg = get_config("tiny", {"model.audio_mode": "hubert", "model.hubert_dir": str(hubert_dir),
-                              "syncnet.val_fraction": 0.3, "train.heldout_fraction": 0.0,
-                              "train.val_fraction": 0.2})
-    preprocess.preprocess("talker", root=root / "dataset", cfg=cfg, progress=False)
-    result = train.train_person("talker", cfg, dataset_root=root / "dataset",
-                                checkpoints_root=root / "checkpoints", steps=4, syncnet_steps=10,
-                                progress=False)
-    return root, cfg, result
+    return short_person(tmp_path_factory.mktemp("hubert_person"),
+                        {"model.audio_mode": "hubert", "model.hubert_dir": str(hubert_dir)})
 
 
 def test_training_caches_features_in_synctalk2d_layout(hubert_person):

@@ -14,8 +14,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import short_person
 
-from synctalk_lib import audio, demo, infer, preprocess, train, whisper
+from synctalk_lib import audio, infer, preprocess, train, whisper
 from synctalk_lib.config import WhisperConfig, get_config
 
 SMALL = {"num_mel_bins": 80, "d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4,
@@ -250,18 +251,9 @@ def test_default_model_is_english_only_and_named():
 def whisper_person(tmp_path_factory, small_model):
     """A 4 s demo person trained for a few steps on the small Whisper's features, with a
     SyncNet that hears them too."""
-    root = tmp_path_factory.mktemp("whisper_person")
-    demo.make_demo(root / "dataset", "talker", seconds=4, lead_silence=0.5)
-    cfg = get_config("tiny", {"model.audio_mode": "whisper",
-                              "whisper.model_dir": str(small_model[0]),
-                              "syncnet.audio_input": "speech",
-                              "syncnet.val_fraction": 0.3, "train.heldout_fraction": 0.0,
-                              "train.val_fraction": 0.2})
-    preprocess.preprocess("talker", root=root / "dataset", cfg=cfg, progress=False)
-    result = train.train_person("talker", cfg, dataset_root=root / "dataset",
-                                checkpoints_root=root / "checkpoints", steps=4, syncnet_steps=10,
-                                progress=False)
-    return root, cfg, result
+    return short_person(tmp_path_factory.mktemp("whisper_person"),
+                        {"model.audio_mode": "whisper", "whisper.model_dir": str(small_model[0]),
+                         "syncnet.audio_input": "speech"})
 
 
 def test_training_records_the_feature_size_and_caches_features(whisper_person):
