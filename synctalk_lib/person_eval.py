@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from . import evaluate, infer, media, syncnet
+from . import evaluate, files, infer, media, syncnet
 from .source import VideoFrames
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class PersonEvaluation:
     report_path: Path
     side_by_side: Path | None
     generated_video: Path
+    mouth_sheet: Path  # real mouths above, generated below (outputs/<name>/eval/mouths_*.png)
     real: evaluate.ClipScores
     generated: evaluate.ClipScores
     start: int  # held-out frames [start, stop) of the recording
@@ -60,7 +62,8 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
                     progress: bool = True, overrides: dict | None = None) -> PersonEvaluation:
     """Score one checkpoint (default: best) on the held-out tail; writes
     outputs/<name>/eval/report_<checkpoint>.json (and report.json, the latest run), the
-    generated tail and a real | generated video. overrides: inference settings to compare,
+    generated tail, a real | generated video and a contact sheet of real and generated mouths
+    (`mouths_<checkpoint>.png`). overrides: inference settings to compare,
     e.g. {"infer.pause_feature": "digital"}."""
     avatar = infer.Avatar.load(name, dataset_root=dataset_root,
                                checkpoints_root=checkpoints_root, output_root=output_root,
@@ -96,6 +99,13 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
              "backend": avatar.backend.describe(),
              "lse": "syncnet_v2" if net_v2 is not None else "not available (no weights)",
              "overrides": dict(overrides or {})}
+    sheet, shown = evaluate.mouth_sheet(
+        real.patches(), gen.patches(),
+        evaluate.mouth_region(real.lips(), cfg.crop.inner, cfg.crop.ring), real_scores.opening)
+    sheet_path = folder / f"mouths_{tag}.png"
+    with files.atomic_path(sheet_path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    extra["mouth_sheet_frames"] = [int(start + i) for i in shown]
     report = evaluate.make_report([real_scores, gen_scores], name, avatar.checkpoint.name, extra)
     path = evaluate.write_report(report, name, output_root, f"report_{tag}.json")
     evaluate.write_report(report, name, output_root)
@@ -105,8 +115,8 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
             folder / f"side_by_side_{tag}.mp4", ds.frames().iter_frames(start, stop - start),
             VideoFrames.open(generated_video, cfg.media.fps).iter_frames(), wav,
             fps=cfg.media.fps, preset="veryfast")
-    return PersonEvaluation(report, path, video, generated_video, real_scores, gen_scores,
-                            start, stop, truth)
+    return PersonEvaluation(report, path, video, generated_video, sheet_path, real_scores,
+                            gen_scores, start, stop, truth)
 
 
 def _ground_truth(folder: Path, start: int, stop: int) -> np.ndarray | None:

@@ -9,11 +9,9 @@ its own frames, with nothing the generator saw in training as the judge:
   the person's own held-out audio (`ratio_own`: voice generality, apart from how much the
   model moves the mouth at all);
 - **envelope r and lag**: correlation of the mouth opening with the audio's loudness envelope
-  (RMS per frame), both with their moving average over `DETREND_FRAMES` removed (phrase-level
-  loudness and slow head motion would otherwise dominate), at the best lag within ±`MAX_LAG`
-  frames (> 0: the mouth runs late): a voice-general test of sync that needs no network. It is
-  weak on real footage too (r 0.25-0.33 on the shared 20-60 s clips), so read it against the
-  real held-out row;
+  (`evaluate.envelope_sync`: both detrended, best lag within ±10 frames; > 0: the mouth runs
+  late): a voice-general test of sync that needs no network. It is weak on real footage too
+  (r 0.25-0.33 on the shared 20-60 s clips), so read it against the real held-out row;
 - **pause opening**: median opening over pause frames, against the person's own closed mouth
   (p10 of the real opening in the recording).
 
@@ -33,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.ndimage
 
 from . import evaluate, files, landmarks, media
 from .config import Config
@@ -47,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_LAG = 10  # frames searched for the envelope correlation (0.4 s)
-DETREND_FRAMES = 9  # moving average removed from envelope and opening (0.36 s)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # the shared sample clips that are not English (../shared/data/README.md)
 SHARED_LANGUAGES = {"real_talk_d": "fr", "real_talk_f": "de"}
@@ -98,20 +93,6 @@ class VoiceScore:
     opening: list[float] = field(default_factory=list, repr=False)  # per frame, for plots
 
 
-def envelope(wav: np.ndarray, n_frames: int, cfg: Config) -> np.ndarray:
-    """(n_frames,) RMS of each video frame's audio (zeros past the end)."""
-    hop = cfg.media.sample_rate // cfg.media.fps
-    x = np.zeros(n_frames * hop, np.float64)
-    wav = np.asarray(wav, np.float64)[: len(x)]
-    x[: len(wav)] = wav
-    return np.sqrt(np.mean(x.reshape(n_frames, hop) ** 2, axis=1))
-
-
-def detrended(x: np.ndarray, frames: int = DETREND_FRAMES) -> np.ndarray:
-    """x minus its centred moving average: what changes from syllable to syllable."""
-    return x - scipy.ndimage.uniform_filter1d(x, frames, mode="nearest")
-
-
 def speech_and_pauses(wav: np.ndarray, n_frames: int, cfg: Config
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(speech, pause) bool masks per frame: pauses are the evaluation's silent frames (with
@@ -121,12 +102,8 @@ def speech_and_pauses(wav: np.ndarray, n_frames: int, cfg: Config
     return speech, pause
 
 
-def _spread(opening: np.ndarray, mask: np.ndarray) -> float:
-    values = opening[mask & np.isfinite(opening)]
-    if len(values) < 5:
-        return float("nan")
-    lo, hi = np.percentile(values, (5, 95))
-    return float(hi - lo)
+def _spread(opening: np.ndarray, speech: np.ndarray) -> float:
+    return evaluate.opening_spread(opening, ~speech)
 
 
 def reference_of(ds: PreparedDataset, cfg: Config | None = None) -> Reference:
@@ -146,9 +123,7 @@ def measure(opening: np.ndarray, wav: np.ndarray, reference: Reference, cfg: Con
     n = len(opening)
     speech, pause = speech_and_pauses(wav, n, cfg)
     spread = _spread(opening, speech)
-    env = envelope(wav, n, cfg)
-    filled = np.where(np.isfinite(opening), opening, np.nanmedian(opening))
-    corr = evaluate.correlate_series(detrended(env), detrended(filled), MAX_LAG)
+    corr = evaluate.envelope_sync(opening, wav, cfg)
     pauses = opening[pause & np.isfinite(opening)]
     return VoiceScore(
         name=name, language=language, seconds=len(wav) / cfg.media.sample_rate, frames=n,
@@ -186,7 +161,7 @@ def default_voices(ds: PreparedDataset, cfg: Config | None = None,
     start, stop = evaluate.heldout_range(ds, cfg)
     hop = sr // cfg.media.fps
     voices = [Voice("own held-out", np.asarray(ds.wav()[start * hop: stop * hop], np.float32),
-                    own=True)]
+                    language="", own=True)]  # the person's language: not known here
     skip = set(exclude)
     folder = SHARED_DATA if shared == "auto" else Path(shared) if shared else None
     if folder is not None and folder.is_dir():
@@ -233,7 +208,8 @@ def voice_report(avatar: Avatar, voices: list[Voice] | None = None,
     start, stop = evaluate.heldout_range(ds, cfg)
     hop = cfg.media.sample_rate // cfg.media.fps
     real = measure(landmarks.mouth_opening(ds.points()[start:stop], ds.scheme),
-                   ds.wav()[start * hop: stop * hop], reference, cfg, name="real held-out")
+                   ds.wav()[start * hop: stop * hop], reference, cfg, name="real held-out",
+                   language="")
     own = next((s for s in scores if s.own), None)
     for s in scores:
         if own is not None and own.spread > 0:
@@ -259,7 +235,7 @@ COLUMNS = ("voice", "lang", "spread", "% real", "% own", "env r", "lag", "pause"
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for v in report["voices"]:
-        rows.append([v["name"], v["language"], f"{v['spread']:.3f}",
+        rows.append([v["name"], v["language"] or "-", f"{v['spread']:.3f}",
                      f"{100 * v['ratio_real']:.0f}", f"{100 * v['ratio_own']:.0f}",
                      f"{v['envelope_r']:.2f}", f"{v['lag']:+d}", f"{v['pause_opening']:.3f}",
                      f"{v['closed']:.3f}"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -383,6 +384,43 @@ def test_choose_best_checkpoint_prefers_sync_then_confidence():
         evaluate.choose_best_checkpoint([])
     with pytest.raises(ValueError, match="no clip"):
         evaluate.choose_best_checkpoint(reports, clip="real")
+
+
+@pytest.mark.slow
+def test_a_blurred_or_still_mouth_scores_far_below_the_real_one(talking):
+    """Whole lower-face PSNR / SSIM barely see a smudged mouth; the mouth metrics must."""
+    import cv2
+
+    _, _, real = talking
+    part = real.slice(150, 300)
+    blurred = dataclasses.replace(part, name="blurred", crops=np.stack(
+        [cv2.GaussianBlur(c, (0, 0), 3) for c in part.crops]))
+    s = evaluate.evaluate_clip(blurred, real=part, progress=False).summary()
+    assert s["sharpness_ratio"] < 0.5 and s["mouth_psnr"] < s["psnr"]
+    assert s["spread_ratio"] > 0.5  # blurred, but its landmarks still move
+    itself = evaluate.evaluate_clip(part, real=part, progress=False).summary()
+    assert itself["sharpness_ratio"] == pytest.approx(1.0)
+    assert itself["spread_ratio"] == pytest.approx(1.0) and itself["mouth_psnr"] == 100
+    frozen = part.slice(0, part.n_frames, name="still")
+    frozen.track = dataclasses.replace(part.track, points=np.repeat(
+        part.track.points[:1], part.n_frames, axis=0))
+    frozen.crops = np.repeat(part.crops[:1], part.n_frames, axis=0)
+    still = evaluate.evaluate_clip(frozen, real=part, progress=False).summary()
+    assert still["spread_ratio"] < 0.05
+
+
+def test_a_blurred_or_still_mouth_never_wins_the_checkpoint_choice():
+    def report(name, conf, sharp, spread):
+        r = _report(name, 0, conf, 0.5)
+        r["clips"]["generated"]["summary"].update(sharpness_ratio=sharp, spread_ratio=spread)
+        return r
+
+    # the person's SyncNet rated the blurred, closed mouth highest (as it did on real footage)
+    reports = [report("blurred", 0.40, 0.1, 0.3), report("still", 0.35, 0.8, 0.05),
+               report("sharp", 0.20, 0.7, 0.8), report("sharper", 0.18, 0.75, 0.85)]
+    best = evaluate.choose_best_checkpoint(reports)
+    assert best.checkpoint == "sharp" and "2 set aside" in best.reason
+    assert evaluate.mouth_score({"sharpness_ratio": 1.4, "spread_ratio": 0.5}) == 0.5
 
 
 @pytest.mark.slow
