@@ -29,6 +29,19 @@ def test_report_compares_generated_with_the_real_tail(evaluation):
     assert "truth_r" in real and "truth_r" in gen  # the demo's ground truth was used
     assert report["lse"].startswith("not available")  # no syncnet_v2 weights here
     assert (evaluation.report_path.parent / "report.json").is_file()
+    for key in ("sharpness_ratio", "mouth_psnr", "mouth_ssim"):
+        assert gen[key] is not None
+    assert "envelope_r" in gen and "spread_ratio" in gen  # None here: this tail is silent
+    assert real["sharpness_ratio"] == 1.0  # the real tail is its own reference
+
+
+def test_mouth_contact_sheet_shows_real_over_generated(evaluation):
+    import cv2
+
+    sheet = cv2.imread(str(evaluation.mouth_sheet))
+    frames = json.loads(evaluation.report_path.read_text())["mouth_sheet_frames"]
+    assert sheet is not None and sheet.shape[1] == 128 * len(frames) and len(frames) == 8
+    assert all(evaluation.start <= f < evaluation.stop for f in frames)
 
 
 def test_side_by_side_video_has_both_halves(evaluation):
