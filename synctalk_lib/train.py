@@ -468,6 +468,10 @@ def train_person(
         cfg = cfg.override({"model.audio_dim": speech.dim})
         log.info("whisper features: %s, layers %s, %d values a frame", speech.name,
                  list(speech.layers), speech.dim)
+        if whisper.english_only(whisper_source):
+            log.info("%s knows English only: speech in other languages still moves the mouth, "
+                     "less reliably; set whisper.model_dir to a multilingual Whisper for them",
+                     speech.name)
     ds = preprocess.load_dataset(name, dataset_root)
     out_dir = Path(checkpoints_root) / name
     init_distributed(pick_device(device))

@@ -214,8 +214,9 @@ def voice_report(avatar: Avatar, voices: list[Voice] | None = None,
     for s in scores:
         if own is not None and own.spread > 0:
             s.ratio_own = s.spread / own.spread
+    speech = getattr(avatar.speech, "name", None)
     report = {"name": avatar.name, "checkpoint": avatar.checkpoint.name,
-              "audio_mode": cfg.model.audio_mode, "preset": cfg.preset,
+              "audio_mode": cfg.model.audio_mode, "preset": cfg.preset, "speech_model": speech,
               "reference": asdict(reference), "real": asdict(real),
               "voices": [asdict(s) for s in scores]}
     folder = Path(output_root) / avatar.name / "eval"
