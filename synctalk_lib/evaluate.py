@@ -792,11 +792,16 @@ def mouth_sharpness(patches: np.ndarray, region: tuple[int, int, int, int]) -> n
     return out
 
 
-def opening_spread(opening: np.ndarray, silent: np.ndarray) -> float:
+def speech_frames(wav: np.ndarray, n_frames: int, cfg: Config | None = None) -> np.ndarray:
+    """(n_frames,) bool: the frame's audio is not silent (`silent_frames` without a margin)."""
+    return ~silent_frames(wav, n_frames, cfg, margin=0)
+
+
+def opening_spread(opening: np.ndarray, speech: np.ndarray) -> float:
     """How much the mouth moves while there is speech: p95 - p5 of the opening (face widths)
-    over frames that are not silent; NaN with fewer than 5 of them."""
-    n = min(len(opening), len(silent))
-    values = np.asarray(opening[:n], np.float64)[~np.asarray(silent[:n], bool)]
+    over the `speech` frames (`speech_frames`); NaN with fewer than 5 of them."""
+    n = min(len(opening), len(speech))
+    values = np.asarray(opening[:n], np.float64)[np.asarray(speech[:n], bool)]
     values = values[np.isfinite(values)]
     if len(values) < 5:
         return float("nan")
@@ -1014,11 +1019,12 @@ def evaluate_clip(clip: Clip, *, real: Clip | None = None,
     # the real clip's mouth region for both when there is one: a smudged mouth's own lips are
     # found badly, and the crops are pixel-aligned (cut with the same boxes)
     region = mouth_region(real.lips() if real is not None else lips, patches.shape[1], ring)
+    speech = speech_frames(clip.audio, clip.n_frames, clip.cfg)
     scores = ClipScores(name=clip.name, n_frames=clip.n_frames, fps=clip.fps, opening=opening,
                         silent=silent, silence=silence_motion(patches, opening, silent, region),
                         jitter=float(mouth_jitter(lips).mean()),
                         sharpness=mouth_sharpness(patches, region),
-                        spread=opening_spread(opening, silent),
+                        spread=opening_spread(opening, speech),
                         envelope=envelope_sync(opening, clip.audio, clip.cfg))
     scores.real_sharpness = float(np.nanmean(scores.sharpness))
     scores.real_spread = scores.spread
@@ -1043,7 +1049,7 @@ def evaluate_clip(clip: Clip, *, real: Clip | None = None,
         scores.mouth_psnr = lower_face_psnr(real_mouths, mouths)
         scores.mouth_ssim = lower_face_ssim(real_mouths, mouths)
         scores.real_sharpness = float(np.nanmean(mouth_sharpness(real_patches, region)))
-        scores.real_spread = opening_spread(real.opening(), silent)
+        scores.real_spread = opening_spread(real.opening(), speech)
     background = background or real
     if paste_mask is not None:
         n, refs = clip.n_frames, None
@@ -1393,6 +1399,7 @@ __all__ = [
     "silence_motion",
     "silent_frames",
     "speech_envelope",
+    "speech_frames",
     "sync_curve",
     "sync_score",
     "syncnet_v2_boxes",

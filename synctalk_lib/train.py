@@ -500,7 +500,9 @@ def train_person(
     elif mode == "whisper":
         features_path = ds.paths.folder / "aud_whisper.npy"
 
-        def compute() -> np.ndarray:
+        def compute() -> np.ndarray:  # rank 0 has them already (the speech SyncNet's input)
+            if speech_feats is not None:
+                return speech_feats
             return features.whisper_features_for(ds, speech, str(whisper_source))
     else:
         features_path = ds.paths.folder / "aud_ave.npy"

@@ -97,13 +97,8 @@ def speech_and_pauses(wav: np.ndarray, n_frames: int, cfg: Config
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(speech, pause) bool masks per frame: pauses are the evaluation's silent frames (with
     their margin, so closing lips do not count); speech is every frame not silent at all."""
-    pause = evaluate.silent_frames(wav, n_frames, cfg)
-    speech = ~evaluate.silent_frames(wav, n_frames, cfg, margin=0)
-    return speech, pause
-
-
-def _spread(opening: np.ndarray, speech: np.ndarray) -> float:
-    return evaluate.opening_spread(opening, ~speech)
+    return (evaluate.speech_frames(wav, n_frames, cfg),
+            evaluate.silent_frames(wav, n_frames, cfg))
 
 
 def reference_of(ds: PreparedDataset, cfg: Config | None = None) -> Reference:
@@ -112,7 +107,8 @@ def reference_of(ds: PreparedDataset, cfg: Config | None = None) -> Reference:
     cfg = cfg or ds.config
     opening = landmarks.mouth_opening(ds.points(), ds.scheme).astype(np.float64)
     speech, _ = speech_and_pauses(ds.wav(), ds.n_frames, cfg)
-    return Reference(_spread(opening, speech), float(np.nanpercentile(opening, 10)))
+    return Reference(evaluate.opening_spread(opening, speech),
+                     float(np.nanpercentile(opening, 10)))
 
 
 def measure(opening: np.ndarray, wav: np.ndarray, reference: Reference, cfg: Config,
@@ -122,7 +118,7 @@ def measure(opening: np.ndarray, wav: np.ndarray, reference: Reference, cfg: Con
     opening = np.asarray(opening, np.float64)
     n = len(opening)
     speech, pause = speech_and_pauses(wav, n, cfg)
-    spread = _spread(opening, speech)
+    spread = evaluate.opening_spread(opening, speech)
     corr = evaluate.envelope_sync(opening, wav, cfg)
     pauses = opening[pause & np.isfinite(opening)]
     return VoiceScore(
