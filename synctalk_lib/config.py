@@ -146,6 +146,9 @@ class TrainConfig:
 
     steps: int = 3000  # optimizer steps (epochs > 0 overrides)
     epochs: int = 0  # passes over the training frames; 0 = use steps
+    # time budget of the generator in minutes (0 = none): after the first steps the run is
+    # timed, the expected end is logged, and the step count is cut to end within the budget
+    minutes: float = 0.0
     batch_size: int = 8  # windows per step
     window: int = 5  # consecutive frames per window; 1 turns sync and temporal losses off
     lr: float = 1e-3
@@ -183,7 +186,8 @@ class SyncNetConfig:
     audio_channels: tuple[int, ...] = (32, 64, 128, 256)  # (32, 64, 128, 256) = SyncTalk_2D AVE
     # what the audio tower hears: "mel" = 0.2 s of mel spectrogram (its encoder is then the
     # `ave` feature extractor); "speech" = the generator's own speech features of the same
-    # n_frames frames (model.audio_mode whisper), so the expert is not one voice's
+    # n_frames frames (model.audio_mode whisper), so the expert is not one voice's; "auto" =
+    # speech with whisper features, else mel
     audio_input: str = "mel"
     batch_size: int = 32  # pairs per step, half in sync and half off
     lr: float = 5e-4
@@ -354,11 +358,17 @@ PRESETS: dict[str, Config] = {
     # model: quarter widths at 160 px, 41x fewer FLOPs than hd328 (0.24 vs 9.77 GFLOP/frame)
     "cpu": _preset("cpu", **{
         "model.channels": (8, 16, 32, 64, 128), "model.image_size": 160,
-        # train: ~1.2 s a step on 2 cores (4 windows x 5 frames): SyncNet + generator in ~10 min
-        # lr 2e-3: the small model is far from converged at 300 steps; on the demo it ends at
-        # val L1 0.044 against 0.058 with 1e-3 (a cosine decay from 1e-3 was worse: 0.103)
-        "train.steps": 300, "train.batch_size": 4, "train.lr": 2e-3, "train.val_every": 50,
-        "train.save_every": 100,
+        # audio: Whisper features when the offline default (or a user's model) is installed,
+        # with a SyncNet that hears them (docs/whisper.md); else ave and a mel SyncNet
+        "model.audio_mode": "auto", "syncnet.audio_input": "auto",
+        # train: 20 single frames a step (~1 s on 2 cores). Windows of 5 consecutive frames
+        # (sync and temporal terms) show 4 moments a step for the same cost, and in that time
+        # the generator learned to ignore the audio (docs/real_footage.md). 45 passes over the
+        # frames, at most 45 minutes: a minute of video trains ~2700 steps, the 8 s clips
+        # ~400. lr 2e-3: the small model is far from converged (on the demo's 300-step run it
+        # ended at val L1 0.044 against 0.058 with 1e-3)
+        "train.window": 1, "train.batch_size": 20, "train.epochs": 45, "train.minutes": 45.0,
+        "train.lr": 2e-3, "train.val_every": 100, "train.save_every": 250,
     }),
     # unit tests: shortest smoothing so short synthetic clips behave like long ones
     # model: cpu widths at 64 px (bottleneck 2x2), milliseconds per step
@@ -395,7 +405,16 @@ def get_config(preset: str = "cpu", overrides: dict[str, Any] | None = None) -> 
 
 def resolve_audio_mode(cfg: Config) -> Config:
     """`model.audio_mode = "auto"` becomes "whisper" when Whisper weights are on this machine
-    (whisper.model_dir, $SYNCTALK_WHISPER_DIR or the offline default package), else "ave"."""
+    (whisper.model_dir, $SYNCTALK_WHISPER_DIR or the offline default package), else "ave";
+    then `syncnet.audio_input = "auto"` becomes "speech" for whisper, else "mel"."""
+    cfg = _resolve_audio_mode(cfg)
+    if cfg.syncnet.audio_input == "auto":
+        cfg = cfg.override({"syncnet.audio_input":
+                            "speech" if cfg.model.audio_mode == "whisper" else "mel"})
+    return cfg
+
+
+def _resolve_audio_mode(cfg: Config) -> Config:
     if cfg.model.audio_mode != "auto":
         return cfg
     from .whisper import available  # whisper.py imports this module: import it late

@@ -634,7 +634,8 @@ class Avatar:
         ref = masked.copy() if self.reference_patch is None else np.broadcast_to(
             self.reference_patch.transpose(2, 0, 1)[None].astype(np.float32) / 255,
             masked.shape)
-        x0, y0, x1, y1 = crop.mask_rect(self.crop_cfg, self.cfg.model.image_size)
+        # the rectangle the generator was trained to fill: the checkpoint's, not the dataset's
+        x0, y0, x1, y1 = crop.mask_rect(self.cfg.crop, self.cfg.model.image_size)
         masked[:, :, y0:y1, x0:x1] = 0
         audio_in = unet.audio_window_to_input(torch.from_numpy(np.asarray(windows, np.float32)),
                                               self.cfg.model.audio_mode).numpy()

@@ -261,6 +261,7 @@ def train_generator(
     bar = progress_bar(total=total, initial=step, desc="generator", unit="step",
                        enabled=progress and rank == 0)
     t_start = t_log = time.perf_counter()
+    first_step = step
     running: dict[str, list[float]] = {}
     last_path = latest[-1] if latest else out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
     while step < total:
@@ -283,6 +284,11 @@ def train_generator(
         for k, v in {"loss": loss.item(), **parts}.items():
             running.setdefault(k, []).append(v)
         bar.update(1)
+        if step == first_step + TIMING_STEPS and step < total:
+            total = _fit_budget(step, total, first_step, time.perf_counter() - t_start, tcfg,
+                                rank, world)
+            bar.total = total
+            bar.refresh()
         if step % log_every == 0 or step == total:
             now = time.perf_counter()
             entry = {"step": step, "lr": optimizer.param_groups[0]["lr"],
@@ -315,6 +321,31 @@ def train_generator(
         dist.barrier()
     best = out_dir / BEST if keep_best and (out_dir / BEST).is_file() else last_path
     return TrainResult(last_path, best, step, history, loss_fn.perceptual_name, seconds)
+
+
+TIMING_STEPS = 20  # steps timed before the expected end is said (the first are slower)
+
+
+def _fit_budget(step: int, total: int, first_step: int, elapsed: float, tcfg, rank: int,
+                world: int) -> int:
+    """The step count after timing the first steps of this run: cut to end within
+    `train.minutes` when set (ranks agree on the slowest rank's rate), and say when it ends."""
+    rate = elapsed / (step - first_step)
+    if world > 1:
+        rate_t = torch.tensor([rate], dtype=torch.float64)
+        dist.all_reduce(rate_t, op=dist.ReduceOp.MAX)
+        rate = float(rate_t.item())
+    if tcfg.minutes > 0:
+        fits = step + int(max(tcfg.minutes * 60 - elapsed, 0) / rate)
+        if fits < total and rank == 0:
+            log.info("train.minutes = %g: %d steps fit (not %d)", tcfg.minutes, fits, total)
+        total = max(min(total, fits), step)
+    if rank == 0:
+        left = rate * (total - step)
+        log.info("generator: %.2f s a step, %d steps to go: about %.0f min more (ends about %s)",
+                 rate, total - step, left / 60,
+                 time.strftime("%H:%M", time.localtime(time.time() + left)))
+    return total
 
 
 def _syncnet_differs(path: Path, cfg: Config) -> bool:

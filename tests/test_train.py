@@ -1,3 +1,5 @@
+import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -135,3 +137,15 @@ def test_torchrun_two_processes_with_gloo(person, tmp_path):
                                        kind="generator")
     assert state["step"] == 4
     assert (tmp_path / "face" / "syncnet.pt").is_file()
+
+
+def test_time_budget_cuts_the_step_count_and_never_raises_it(caplog):
+    tcfg = get_config("tiny").train
+    caplog.set_level(logging.INFO, logger="synctalk_lib.train")
+    # 20 steps in 20 s: a one-minute budget leaves 40 s, i.e. 40 more steps
+    budget = dataclasses.replace(tcfg, minutes=1.0)
+    assert train._fit_budget(20, 3000, 0, 20.0, budget, rank=0, world=1) == 60
+    assert "60 steps fit (not 3000)" in caplog.text and "about 1 min more" in caplog.text
+    assert train._fit_budget(20, 50, 0, 20.0, budget, rank=0, world=1) == 50  # fits anyway
+    assert train._fit_budget(20, 3000, 0, 90.0, budget, rank=0, world=1) == 20  # spent
+    assert train._fit_budget(20, 3000, 0, 20.0, tcfg, rank=0, world=1) == 3000  # no budget

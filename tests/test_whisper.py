@@ -333,8 +333,13 @@ def test_another_model_size_is_refused_at_inference(whisper_person, tmp_path):
 
 def test_auto_audio_mode_takes_whisper_when_its_weights_are_there(small_model, monkeypatch):
     monkeypatch.delenv(whisper.ENV_DIR, raising=False)
-    found = get_config("tiny", {"model.audio_mode": "auto",
-                                "whisper.model_dir": str(small_model[0])})
-    assert found.model.audio_mode == "whisper"
+    auto = {"model.audio_mode": "auto", "syncnet.audio_input": "auto"}
+    found = get_config("tiny", {**auto, "whisper.model_dir": str(small_model[0])})
+    assert (found.model.audio_mode, found.syncnet.audio_input) == ("whisper", "speech")
     monkeypatch.setattr(whisper, "default_model_dir", lambda: None)
-    assert get_config("tiny", {"model.audio_mode": "auto"}).model.audio_mode == "ave"
+    fallback = get_config("tiny", auto)
+    assert (fallback.model.audio_mode, fallback.syncnet.audio_input) == ("ave", "mel")
+    # the cpu preset chooses both; a user's choice of mode takes the SyncNet input with it
+    assert get_config("cpu").model.audio_mode == "ave"
+    assert get_config("cpu", {"model.audio_mode": "ave"}).syncnet.audio_input == "mel"
+    assert get_config("cpu", {"model.audio_mode": "whisper"}).syncnet.audio_input == "speech"
