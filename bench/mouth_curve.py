@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -99,6 +98,7 @@ def main() -> int:
     parser.add_argument("--dataset-root", default="dataset")
     parser.add_argument("--label", default="run", help="name of the variant, for the files")
     parser.add_argument("--every", type=int, default=1, help="score every n-th checkpoint")
+    parser.add_argument("--min-step", type=int, default=0, help="skip earlier checkpoints")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads() // 2, 1))
@@ -107,7 +107,8 @@ def main() -> int:
 
     ds = load_dataset(args.name, args.dataset_root)
     folder = Path(args.checkpoints) / args.name
-    paths = sorted(folder.glob(f"{train.GENERATOR_PREFIX}[0-9]*.pt"))[:: args.every]
+    paths = [p for p in sorted(folder.glob(f"{train.GENERATOR_PREFIX}[0-9]*.pt"))
+             if int(p.stem.removeprefix(train.GENERATOR_PREFIX)) >= args.min_step][:: args.every]
     if not paths:
         raise SystemExit(f"no {train.GENERATOR_PREFIX}*.pt in {folder}")
     rows = []
@@ -115,7 +116,7 @@ def main() -> int:
         for path in paths:
             own, shuffled = audio_use(path, ds)
             row = {"checkpoint": path.name,
-                   "step": int(re.findall(r"\d+", path.stem)[-1]),
+                   "step": int(path.stem.removeprefix(train.GENERATOR_PREFIX)),
                    "minutes": round(training_minutes(path), 1),
                    "mouth_l1": own, "mouth_l1_shuffled_audio": shuffled,
                    **heldout_mouth(path, args.name, args.dataset_root, args.checkpoints,
