@@ -3,7 +3,7 @@ held-out tail (docs/real_footage.md).
 
 Per checkpoint: training minutes so far (from its log), mouth sharpness and opening spread
 relative to the real tail, opening r with the real mouth, mouth-box PSNR (landmarks found
-anew on the rendered frames, as `person_eval`), and whether the generator uses the audio at all:
+anew on the rendered frames, by `person_eval`), and whether the generator uses the audio at all:
 the mouth-box L1 on 200 training frames with their own audio against the same frames with the
 audio of random other frames (equal: the audio is ignored). Writes JSON and a plot to
 outputs/bench/mouth_curve_<name>_<label>.{json,png} and prints a table.
@@ -26,8 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synctalk_lib import checkpoint, crop, data, evaluate, infer, media, train, unet
-from synctalk_lib.source import VideoFrames
+from synctalk_lib import checkpoint, data, infer, person_eval, train
 
 PROBE_FRAMES = np.arange(300, 500)  # training frames of the audio-use probe
 
@@ -49,45 +48,26 @@ def audio_use(path: Path, ds, seed: int = 0) -> tuple[float, float]:
     size = cfg.model.image_size
     patches = data.model_patches(ds, size)
     x0, y0, x1, y1 = data.mouth_box(ds, size)
-    ref = torch.from_numpy(patches[infer.still_reference_index(ds, cfg)]).permute(2, 0, 1)
-    mx0, my0, mx1, my1 = crop.mask_rect(cfg.crop, size)
+    reference = np.asarray(patches[infer.still_reference_index(ds, cfg)])
     frames = PROBE_FRAMES[PROBE_FRAMES < len(patches)]
+    real = np.stack([patches[i] for i in frames])[:, y0:y1, x0:x1].astype(np.float32)
     shuffled = features[np.random.default_rng(seed).permutation(len(features))]
     errors = []
-    for feats in (features, shuffled):
-        total = 0.0
-        for start in range(0, len(frames), 20):
-            idx = frames[start: start + 20]
-            target = torch.from_numpy(np.stack([patches[i] for i in idx])).permute(0, 3, 1, 2)
-            target = target.float() / 255
-            masked = target.clone()
-            masked[:, :, my0:my1, mx0:mx1] = 0
-            audio = torch.from_numpy(np.stack([data.feature_window(feats, int(i)) for i in idx]))
-            with torch.no_grad():
-                pred = model(torch.cat([(ref.float() / 255).expand_as(target), masked], 1),
-                             unet.audio_window_to_input(audio.float(), cfg.model.audio_mode))
-            total += (pred - target)[:, :, y0:y1, x0:x1].abs().mean().item() * len(idx)
-        errors.append(total / len(frames))
+    with torch.no_grad():
+        for feats in (features, shuffled):
+            pred = train.predict_patches(model, patches, feats, frames, cfg, reference, batch=20)
+            errors.append(float(np.abs(pred[:, y0:y1, x0:x1] - real).mean() / 255))
     return errors[0], errors[1]
 
 
 def heldout_mouth(path: Path, name: str, dataset_root: str, checkpoints_root: str,
                   tmp: Path) -> dict[str, float]:
-    avatar = infer.Avatar.load(name, dataset_root=dataset_root, checkpoints_root=checkpoints_root,
-                               output_root=str(tmp), checkpoint=path, backend="torch")
-    ds, cfg = avatar.dataset, avatar.cfg
-    start, stop = evaluate.heldout_range(ds, cfg)
-    hop = cfg.media.sample_rate // cfg.media.fps
-    wav = np.asarray(ds.wav()[start * hop: stop * hop], np.float32)
-    video = tmp / f"{path.stem}.mp4"
-    avatar.render(wav, video, template_indices=range(start, stop), progress=False,
-                  allow_silent=True)
-    real = evaluate.dataset_clip(ds, start, stop, progress=False)
-    gen = evaluate.make_clip(VideoFrames.open(video, cfg.media.fps), media.load_audio(video),
-                             boxes=real.boxes, cfg=ds.config, name="generated", progress=False)
-    summary = evaluate.evaluate_clip(gen, real=real, progress=False).summary()
-    return {k: float(summary[k]) for k in ("sharpness_ratio", "spread_ratio", "opening_r",
-                                           "mouth_psnr")}
+    """The mouth figures of `person_eval.evaluate_person` for this checkpoint."""
+    run = person_eval.evaluate_person(name, path, dataset_root, checkpoints_root, tmp,
+                                      side_by_side=False, backend="torch", progress=False)
+    generated = run.summary()["generated"]
+    return {k: float(generated[k]) for k in ("sharpness_ratio", "spread_ratio", "opening_r",
+                                             "mouth_psnr")}
 
 
 def main() -> int:

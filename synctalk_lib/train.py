@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import checkpoint, data, features, losses, unet
-from .config import Config
+from .config import Config, TrainConfig
 from .device import pick_device, reuse_freed_memory
 from .preprocess import PreparedDataset
 from .progress import progress_bar
@@ -326,8 +326,8 @@ def train_generator(
 TIMING_STEPS = 20  # steps timed before the expected end is said (the first are slower)
 
 
-def _fit_budget(step: int, total: int, first_step: int, elapsed: float, tcfg, rank: int,
-                world: int) -> int:
+def _fit_budget(step: int, total: int, first_step: int, elapsed: float, tcfg: TrainConfig,
+                rank: int, world: int) -> int:
     """The step count after timing the first steps of this run: cut to end within
     `train.minutes` when set (ranks agree on the slowest rank's rate), and say when it ends."""
     rate = elapsed / (step - first_step)
