@@ -10,6 +10,9 @@ outputs/bench/mouth_curve_<name>_<label>.{json,png} and prints a table.
 
     .venv/bin/python bench/mouth_curve.py --name real_e --checkpoints checkpoints \\
         [--dataset-root dataset] [--label w1] [--every 1]
+
+`--compare A.json B.json ...` draws runs already scored side by side against the step (one
+panel per figure) into `--plot`, e.g. a variant against its baseline.
 """
 
 from __future__ import annotations
@@ -73,14 +76,28 @@ def heldout_mouth(path: Path, name: str, dataset_root: str, checkpoints_root: st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                        help="plot these scored runs against each other (no scoring)")
+    parser.add_argument("--plot", type=Path, help="with --compare: the PNG to write")
     parser.add_argument("--checkpoints", default="checkpoints", help="checkpoints root")
     parser.add_argument("--dataset-root", default="dataset")
     parser.add_argument("--label", default="run", help="name of the variant, for the files")
     parser.add_argument("--every", type=int, default=1, help="score every n-th checkpoint")
     parser.add_argument("--min-step", type=int, default=0, help="skip earlier checkpoints")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
+    parser.add_argument("--keep", type=Path, help="keep the renders and mouth contact sheets "
+                        "here (<keep>/<name>/eval/mouths_<checkpoint>.png); default: discarded")
     args = parser.parse_args()
+    if args.compare:
+        runs = {p.stem.removeprefix("mouth_curve_"): json.loads(p.read_text())
+                for p in args.compare}
+        out = args.plot or args.out / "mouth_curve_compare.png"
+        plot_runs(runs, out)
+        print(f"wrote {out}")
+        return 0
+    if not args.name:
+        parser.error("--name is required to score a run")
     torch.set_num_threads(max(torch.get_num_threads() // 2, 1))
 
     from synctalk_lib.preprocess import load_dataset
@@ -92,15 +109,15 @@ def main() -> int:
     if not paths:
         raise SystemExit(f"no {train.GENERATOR_PREFIX}*.pt in {folder}")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or Path(scratch)
         for path in paths:
             own, shuffled = audio_use(path, ds)
             row = {"checkpoint": path.name,
                    "step": int(path.stem.removeprefix(train.GENERATOR_PREFIX)),
                    "minutes": round(training_minutes(path), 1),
                    "mouth_l1": own, "mouth_l1_shuffled_audio": shuffled,
-                   **heldout_mouth(path, args.name, args.dataset_root, args.checkpoints,
-                                   Path(tmp))}
+                   **heldout_mouth(path, args.name, args.dataset_root, args.checkpoints, tmp)}
             rows.append(row)
             print(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                            for k, v in row.items()), flush=True)
@@ -129,6 +146,31 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_runs(runs: dict[str, list[dict]], path: Path) -> None:
+    """One panel per mouth figure, one line per run, against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("sharpness_ratio", "sharpness / real"), ("spread_ratio", "opening spread / real"),
+            ("opening_r", "opening r with real"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(11, 3.3), sharex=True)
+    for ax, (key, label) in zip(axes, keys, strict=True):
+        for name, rows in runs.items():
+            rows = sorted(rows, key=lambda r: r["step"])
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", label=name)
+        ax.axhline(0.8 if key == "spread_ratio" else 0.75 if key == "opening_r" else 0.7,
+                   color="grey", lw=0.8, ls="--")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

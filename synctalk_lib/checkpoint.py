@@ -53,10 +53,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, Any] | None = None,
     with_rng: bool = True,
+    aux: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file + rename): a crash never leaves half a file.
 
     kind: "generator" | "syncnet" | …, checked on load. extra: JSON-like metrics/history.
+    aux: states only a resumed run needs (the generator's discriminator), under "aux".
     """
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     payload = {
@@ -67,6 +69,8 @@ def save_checkpoint(
         payload["optimizer"] = optimizer.state_dict()
     if with_rng:
         payload["rng"] = rng_state()
+    if aux:
+        payload["aux"] = aux
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import crop
+from . import crop, landmarks
 from .config import Config
 from .preprocess import PreparedDataset
 from .unet import AUDIO_WINDOW
@@ -107,12 +107,44 @@ def mouth_box(ds: PreparedDataset, image_size: int, margin: float = 0.35) -> tup
     return tuple(int(v) for v in box)
 
 
+def _training_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray:
+    split = split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
+    return split.train if len(split.train) else np.arange(ds.n_frames)
+
+
+def closed_mouth_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray:
+    """Training frames (held-out ones are not candidates) with the 10 % most closed mouths,
+    most closed first; empty when the landmarks have no lips."""
+    frames = _training_frames(ds, cfg)
+    opening = landmarks.mouth_opening(ds.points()[frames], ds.scheme)
+    if np.all(np.isnan(opening)):
+        return np.zeros(0, np.int64)
+    closed = np.flatnonzero(opening <= np.nanpercentile(opening, 10))
+    return frames[closed[np.argsort(opening[closed], kind="stable")]]
+
+
+def still_reference_index(ds: PreparedDataset, cfg: Config) -> int:
+    """A closed-mouth frame in a typical head position: the generator's reference at inference.
+
+    A closed mouth gives closed, still pauses, and training shows the generator references
+    like it (`train.reference`). Of `closed_mouth_frames`, the one whose face sits nearest the
+    training frames' median position and size.
+    """
+    closed = closed_mouth_frames(ds, cfg)
+    if not len(closed):  # no lip landmarks: the start frame
+        return int(cfg.infer.start_frame)
+    typical = np.median(ds.boxes()[_training_frames(ds, cfg)].astype(np.float64), axis=0)
+    boxes = ds.boxes()[closed].astype(np.float64)
+    off = np.abs(boxes - typical).max(axis=1) / (typical[2] - typical[0])
+    return int(closed[np.argmin(off)])
+
+
 class GeneratorSamples(Dataset):
     """Windows of consecutive frames for generator training.
 
     Item k → dict with
-      "inputs": (W, 6, S, S) float32 [0,1] RGB: ch 0-2 one reference frame (a random other
-                training frame, the same for the whole window), ch 3-5 the masked target;
+      "inputs": (W, 6, S, S) float32 [0,1] RGB: ch 0-2 one reference frame (a random one of
+                `references`, the same for the whole window), ch 3-5 the masked target;
       "targets": (W, 3, S, S) float32 [0,1] RGB real frames;
       "audio": (W, 16, F) float32 audio features around each frame;
       "mel": what SyncNet hears with the W stacked frames (`syncnet.audio_windows` of the
@@ -130,9 +162,11 @@ class GeneratorSamples(Dataset):
 
     @classmethod
     def for_indices(cls, patches: np.ndarray, features: np.ndarray, sync_audio: np.ndarray,
-                    indices: np.ndarray, cfg: Config, augment: bool) -> GeneratorSamples:
+                    indices: np.ndarray, cfg: Config, augment: bool,
+                    references: np.ndarray | None = None) -> GeneratorSamples:
         """Windows that lie wholly inside `indices` (a contiguous block or the train part).
-        sync_audio: per frame, what SyncNet hears (`syncnet.audio_windows`)."""
+        sync_audio: per frame, what SyncNet hears (`syncnet.audio_windows`). references: the
+        frames a sample's reference is drawn from (default: `indices`)."""
         w = cfg.train.window
         index_set = set(indices.tolist())
         starts = np.array([i for i in indices if all(i + k in index_set for k in range(w))])
@@ -141,7 +175,8 @@ class GeneratorSamples(Dataset):
                 f"no run of {w} consecutive frames among {len(indices)} frames "
                 f"({indices[0] if len(indices) else '-'}..); use a longer video, or raise "
                 "train.val_fraction / lower train.window")
-        return cls(patches, features, sync_audio, starts, indices, cfg, augment)
+        refs = indices if references is None or not len(references) else references
+        return cls(patches, features, sync_audio, starts, refs, cfg, augment)
 
     def __len__(self) -> int:
         return len(self.starts)

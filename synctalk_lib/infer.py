@@ -37,11 +37,11 @@ import soundfile as sf
 import torch
 
 from . import audio as audio_lib
-from . import backends, crop, data, features, hubert, landmarks, media, syncnet, templates, unet
+from . import backends, crop, data, features, hubert, media, syncnet, templates, unet
 from . import whisper as whisper_lib
 from .checkpoint import CheckpointError
 from .config import Config, get_config
-from .data import AUDIO_WINDOW
+from .data import AUDIO_WINDOW, closed_mouth_frames, still_reference_index
 from .device import pick_device
 from .preprocess import PreparedDataset, PreprocessError, load_dataset
 from .progress import progress_bar
@@ -869,38 +869,6 @@ def _model_patch(inner_patch: np.ndarray, size: int) -> np.ndarray:
     if inner_patch.shape[0] == size:
         return inner_patch
     return cv2.resize(inner_patch, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _training_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray:
-    split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
-    return split.train if len(split.train) else np.arange(ds.n_frames)
-
-
-def closed_mouth_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray:
-    """Training frames (held-out ones are not candidates) with the 10 % most closed mouths,
-    most closed first; empty when the landmarks have no lips."""
-    frames = _training_frames(ds, cfg)
-    opening = landmarks.mouth_opening(ds.points()[frames], ds.scheme)
-    if np.all(np.isnan(opening)):
-        return np.zeros(0, np.int64)
-    closed = np.flatnonzero(opening <= np.nanpercentile(opening, 10))
-    return frames[closed[np.argsort(opening[closed], kind="stable")]]
-
-
-def still_reference_index(ds: PreparedDataset, cfg: Config) -> int:
-    """A closed-mouth frame in a typical head position: the generator's reference at inference.
-
-    Training shows the generator a random other frame as reference, so any frame is one it
-    knows; a closed mouth gives closed, still pauses. Of `closed_mouth_frames`, the one whose
-    face sits nearest the training frames' median position and size.
-    """
-    closed = closed_mouth_frames(ds, cfg)
-    if not len(closed):  # no lip landmarks: the start frame
-        return int(cfg.infer.start_frame)
-    typical = np.median(ds.boxes()[_training_frames(ds, cfg)].astype(np.float64), axis=0)
-    boxes = ds.boxes()[closed].astype(np.float64)
-    off = np.abs(boxes - typical).max(axis=1) / (typical[2] - typical[0])
-    return int(closed[np.argmin(off)])
 
 
 # ---------------------------------------------------------------------- audio input

@@ -5,6 +5,7 @@ windows of `window` consecutive frames (one reference frame each) and minimises
 
     l1_weight·(L1 + mouth_weight·L1_mouth) + perceptual_weight·perceptual(middle frames)
     + sync_weight·(−log SyncNet sync probability) + temporal_weight·temporal
+    + gan_weight·adversarial(mouth box, from step gan_start)
 
 with Adam. Batches are drawn from a permutation that depends only on (seed, epoch), and the
 RNG states go into every checkpoint, so a resumed run takes exactly the steps the
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import checkpoint, data, features, losses, unet
+from . import checkpoint, data, discriminator, features, losses, unet
 from .config import Config, TrainConfig
 from .device import pick_device, reuse_freed_memory
 from .preprocess import PreparedDataset
@@ -119,6 +120,29 @@ def _frames_of(batch: dict[str, torch.Tensor], cfg: Config
             batch["targets"].reshape(b * w, 3, s, s))
 
 
+def reference_frames(ds: PreparedDataset, cfg: Config) -> np.ndarray | None:
+    """The frames references are drawn from (`train.reference`); None: each split's own."""
+    if cfg.train.reference == "random":
+        return None
+    if cfg.train.reference != "closed":
+        raise TrainError(f"train.reference is {cfg.train.reference!r}; use 'random' or 'closed'")
+    closed = data.closed_mouth_frames(ds, cfg)
+    if not len(closed):
+        log.warning("no lip landmarks to find closed mouths: references are random frames")
+        return None
+    return closed
+
+
+def learning_rate(tcfg: TrainConfig, step: int, total: int) -> float:
+    """`train.lr`, over the last `train.lr_decay` share of `total` steps falling along a half
+    cosine to a twentieth of it."""
+    begin = total * (1 - tcfg.lr_decay)
+    if tcfg.lr_decay <= 0 or step < begin:
+        return tcfg.lr
+    t = min((step - begin) / max(total - begin, 1), 1.0)
+    return tcfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def total_steps(cfg: Config, n_windows: int) -> int:
     if cfg.train.epochs > 0:
         _, world = _dist_info()
@@ -130,9 +154,10 @@ class StepLoss:
     """Computes the weighted loss terms of one batch; holds the frozen helper networks."""
 
     def __init__(self, cfg: Config, mouth: tuple[int, ...], syncnet: torch.nn.Module | None,
-                 device: torch.device):
+                 device: torch.device, adversary: Adversary | None = None):
         self.cfg = cfg
         self.mouth = mouth
+        self.adversary = adversary
         self.perceptual, self.perceptual_name = losses.perceptual_loss()
         self.perceptual.to(device)
         if syncnet is not None and cfg.train.window != cfg.syncnet.n_frames:
@@ -166,6 +191,9 @@ class StepLoss:
         if self.syncnet is not None and step >= tcfg.sync_start:
             terms["sync"] = self._sync_loss(pred.reshape(b, w * 3, s, s), batch["mel"])
             weights["sync"] = tcfg.sync_weight
+        if self.adversary is not None and step >= tcfg.gan_start:
+            terms["adversarial"] = self.adversary.generator_term(pred)
+            weights["adversarial"] = tcfg.gan_weight
         total = sum(weights[k] * v for k, v in terms.items())
         return total, {k: v.item() for k, v in terms.items()}, pred
 
@@ -176,6 +204,48 @@ class StepLoss:
                                   antialias=True)
         prob = self.syncnet.sync_probability(faces, mel).clamp(1e-6, 1.0)
         return -torch.log(prob).mean()
+
+
+class Adversary:
+    """The mouth discriminator and its optimizer: scores generated mouths for the generator's
+    adversarial term, then learns from each batch's real and generated mouths."""
+
+    def __init__(self, cfg: Config, mouth: tuple[int, ...], device: torch.device):
+        self.mouth = mouth
+        self.net = discriminator.MouthDiscriminator().to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.train.gan_lr,
+                                          betas=(0.5, 0.999))
+
+    def generator_term(self, pred: torch.Tensor) -> torch.Tensor:
+        self.net.requires_grad_(False)  # the generator's backward pass leaves it alone
+        try:
+            return discriminator.generator_loss(
+                self.net(discriminator.mouth_crops(pred, self.mouth)))
+        finally:
+            self.net.requires_grad_(True)
+
+    def learn(self, pred: torch.Tensor, target: torch.Tensor) -> float:
+        """One discriminator step on (N, 3, S, S) generated (detached here) and real frames."""
+        real = discriminator.mouth_crops(target, self.mouth)
+        fake = discriminator.mouth_crops(pred.detach(), self.mouth)
+        loss = discriminator.discriminator_loss(self.net(real), self.net(fake))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _, world = _dist_info()
+        if world > 1:  # every rank's discriminator takes the same averaged step
+            for p in self.net.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+        self.optimizer.step()
+        return loss.item()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 # ---------------------------------------------------------------- the loop
@@ -219,10 +289,11 @@ def train_generator(
     from . import syncnet as syncnet_lib
 
     mels = syncnet_lib.audio_windows(cfg.syncnet, ds.mel_windows(), features)
+    references = reference_frames(ds, cfg)
     train_set = data.GeneratorSamples.for_indices(patches, features, mels, split.train, cfg,
-                                                  augment=tcfg.augment)
+                                                  augment=tcfg.augment, references=references)
     val_set = data.GeneratorSamples.for_indices(patches, features, mels, split.val, cfg,
-                                                augment=False)
+                                                augment=False, references=references)
     mouth = data.mouth_box(ds, cfg.model.image_size)
 
     model = unet.Generator.from_config(cfg.model)
@@ -231,7 +302,8 @@ def train_generator(
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     if syncnet is not None:
         syncnet = syncnet.to(dev).eval().requires_grad_(False)
-    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev)
+    adversary = Adversary(cfg, mouth, dev) if tcfg.gan_weight > 0 else None
+    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev, adversary)
     history: list[dict[str, Any]] = []
     step = 0
     latest = checkpoints_of(out_dir)
@@ -243,6 +315,8 @@ def train_generator(
         step = state["step"]
         history = state["extra"].get("history", [])
         checkpoint.set_rng_state(state["rng"])
+        if adversary is not None and "discriminator" in state.get("aux", {}):
+            adversary.load_state_dict(state["aux"]["discriminator"])
         log.info("resumed from %s at step %d", latest[-1].name, step)
     best_val = min((h["val_l1"] for h in history if "val_l1" in h), default=math.inf)
     keep_best = len(split.val) >= tcfg.best_min_val_frames
@@ -267,14 +341,18 @@ def train_generator(
     while step < total:
         idx = batch_indices(step, len(train_set), tcfg.batch_size, tcfg.seed, rank, world)
         batch = _to(_collate([train_set[int(i)] for i in idx]), dev)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(tcfg, step, total)
         model.train()
         try:
             with amp:
-                loss, parts, _ = loss_fn(net, batch, step)
+                loss, parts, pred = loss_fn(net, batch, step)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if adversary is not None and step >= tcfg.gan_start:
+                parts["discriminator"] = adversary.learn(pred.float(), _frames_of(batch, cfg)[2])
         except torch.OutOfMemoryError as exc:
             raise TrainError(
                 f"out of memory at batch size {tcfg.batch_size} on {dev}; set "
@@ -309,7 +387,8 @@ def train_generator(
                         if h["step"] == step and "val_l1" in h), None)
             if val is None:
                 val = validate(model, val_set, cfg, dev)
-            last_path = _save(out_dir, model, optimizer, cfg, step, history, loss_fn, val)
+            last_path = _save(out_dir, model, optimizer, cfg, step, history, loss_fn, val,
+                              adversary)
             if keep_best and val < best_val:
                 best_val = val
                 checkpoint.save_checkpoint(out_dir / BEST, kind="generator", model=model, cfg=cfg,
@@ -372,10 +451,11 @@ def _extra(history: list[dict[str, Any]], loss_fn: StepLoss, val: float) -> dict
 
 
 def _save(out_dir: Path, model, optimizer, cfg: Config, step: int, history, loss_fn,
-          val: float) -> Path:
+          val: float, adversary: Adversary | None = None) -> Path:
     path = out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
+    aux = None if adversary is None else {"discriminator": adversary.state_dict()}
     checkpoint.save_checkpoint(path, kind="generator", model=model, cfg=cfg, step=step,
-                               optimizer=optimizer, extra=_extra(history, loss_fn, val))
+                               optimizer=optimizer, extra=_extra(history, loss_fn, val), aux=aux)
     for old in checkpoints_of(out_dir)[: -cfg.train.keep_last]:
         old.unlink()
     return path

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 import logging
 import os
 import subprocess
@@ -94,6 +95,42 @@ def test_resume_continues_exactly(person, tmp_path):
     assert straight.history[-1]["loss"] == pytest.approx(resumed.history[-1]["loss"], rel=1e-5)
 
 
+def test_resume_with_the_mouth_discriminator_continues_exactly(person, tmp_path):
+    ds, feats = person
+    cfg = TINY.override({"train.gan_weight": 0.1, "train.gan_start": 3})
+    straight = train.train_generator(ds, cfg, tmp_path / "a", feats, steps=10, progress=False,
+                                     log_every=5)
+    train.train_generator(ds, cfg, tmp_path / "b", feats, steps=5, progress=False, log_every=5)
+    resumed = train.train_generator(ds, cfg, tmp_path / "b", feats, steps=10, progress=False,
+                                    log_every=5)
+    assert {"adversarial", "discriminator"} <= set(straight.history[-1])
+    a = checkpoint.load_checkpoint(straight.checkpoint, kind="generator")
+    b = checkpoint.load_checkpoint(resumed.checkpoint, kind="generator")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    for key, value in a["aux"]["discriminator"]["model"].items():
+        torch.testing.assert_close(value, b["aux"]["discriminator"]["model"][key], rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_mouth_discriminator_learns_to_tell_blurred_mouths(person):
+    ds, _ = person
+    cfg = TINY.override({"train.gan_lr": 2e-3})
+    s = cfg.model.image_size
+    patches = torch.from_numpy(np.asarray(data.model_patches(ds, s)[:16])).permute(0, 3, 1, 2)
+    real = patches.float() / 255
+    blurred = torch.nn.functional.avg_pool2d(real, 5, stride=1, padding=2,
+                                             count_include_pad=False)
+    adversary = train.Adversary(cfg, data.mouth_box(ds, s), torch.device("cpu"))
+    first = adversary.learn(blurred, real)
+    for _ in range(60):
+        last = adversary.learn(blurred, real)
+    assert last < 0.5 * first
+    # the generator's term is high for blurred mouths and lower for real ones
+    assert adversary.generator_term(blurred) > adversary.generator_term(real) + 0.2
+    assert all(p.requires_grad for p in adversary.net.parameters())
+
+
 def test_checkpoint_for_other_settings_is_a_clear_error(person, tmp_path):
     ds, feats = person
     result = train.train_generator(ds, TINY, tmp_path, feats, steps=5, progress=False)
@@ -149,3 +186,34 @@ def test_time_budget_cuts_the_step_count_and_never_raises_it(caplog):
     assert train._fit_budget(20, 50, 0, 20.0, budget, rank=0, world=1) == 50  # fits anyway
     assert train._fit_budget(20, 3000, 0, 90.0, budget, rank=0, world=1) == 20  # spent
     assert train._fit_budget(20, 3000, 0, 20.0, tcfg, rank=0, world=1) == 3000  # no budget
+
+
+def test_learning_rate_holds_then_falls_to_a_twentieth_over_the_decay_share():
+    flat = get_config("tiny", {"train.lr": 1e-3}).train
+    assert {train.learning_rate(flat, s, 100) for s in range(100)} == {1e-3}
+    tcfg = get_config("tiny", {"train.lr": 1e-3, "train.lr_decay": 0.3}).train
+    rates = [train.learning_rate(tcfg, s, 100) for s in range(101)]
+    assert rates[:71] == [1e-3] * 71
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert rates[85] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert rates[100] == pytest.approx(5e-5)
+
+
+def test_closed_references_come_from_the_most_closed_training_frames(person):
+    ds, feats = person
+    cfg = TINY.override({"train.reference": "closed"})
+    closed = train.reference_frames(ds, cfg)
+    split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
+    assert set(closed) <= set(split.train) and 0 < len(closed) <= 0.11 * len(split.train) + 1
+    opening = data.landmarks.mouth_opening(ds.points(), ds.scheme)
+    assert np.nanmax(opening[closed]) <= np.nanpercentile(opening[split.train], 10)
+    assert train.reference_frames(ds, TINY) is None  # "random": each split's own frames
+    patches = data.model_patches(ds, cfg.model.image_size)
+    samples = data.GeneratorSamples.for_indices(patches, feats, feats, split.train, cfg,
+                                                augment=False, references=closed)
+    pool = torch.from_numpy(np.stack([patches[i] for i in closed])).permute(0, 3, 1, 2) / 255
+    for k in range(0, len(samples), 7):
+        ref = samples[k]["inputs"][0, :3]
+        assert (pool - ref).abs().flatten(1).max(1).values.min() < 1e-6
+    with pytest.raises(train.TrainError, match="random"):
+        train.reference_frames(ds, TINY.override({"train.reference": "still"}))
