@@ -86,7 +86,7 @@ def run_case(case: str, root: Path, steps: int) -> dict:
     if case == "reference-loop":
         return run_reference_loop(steps)
 
-    from synctalk_lib import preprocess, syncnet, train
+    from synctalk_lib import preprocess, syncnet, train, unet
     from synctalk_lib.config import get_config
 
     preset = case.split("-")[0]
@@ -94,7 +94,10 @@ def run_case(case: str, root: Path, steps: int) -> dict:
                               "train.val_fraction": 0.2, "train.val_every": 10**6,
                               "train.save_every": 10**6})
     ds = preprocess.load_dataset("clip", root)
-    feats = np.random.default_rng(0).normal(size=(ds.n_frames, 512)).astype(np.float32)
+    # random features of the width the resolved audio mode reads (cpu: whisper when installed)
+    dim = int(np.prod(unet.audio_feature_shape(cfg.model.audio_mode, cfg.model.audio_dim)))
+    feats = np.random.default_rng(0).normal(
+        size=(ds.n_frames, dim // unet.AUDIO_WINDOW)).astype(np.float32)
     expert = syncnet.SyncNet.from_config(cfg) if cfg.train.window > 1 else None
     out = Path(tempfile.mkdtemp(prefix=f"bench-train-{case}-"))
     result = train.train_generator(ds, cfg, out, feats, syncnet=expert, steps=steps,

@@ -373,16 +373,16 @@ PRESETS: dict[str, Config] = {
         # audio: Whisper features when the offline default (or a user's model) is installed,
         # with a SyncNet that hears them (docs/whisper.md); else ave and a mel SyncNet
         "model.audio_mode": "auto", "syncnet.audio_input": "auto",
-        # train: 20 single frames a step (~1 s on 2 cores). Windows of 5 consecutive frames
+        # train: 20 single frames a step (1.5-1.7 s on 2 cores). Windows of 5 consecutive frames
         # (sync and temporal terms) show 4 moments a step for the same cost, and in that time
         # the generator learned to ignore the audio (docs/real_footage.md). 45 passes over the
-        # frames, at most 45 minutes: a minute of video trains ~2700 steps, the 8 s clips
-        # ~400. lr 2e-3: the small model is far from converged (on the demo's 300-step run it
+        # frames, at most 45 minutes: a minute of video asks ~2700 steps and the budget cuts
+        # it to ~1600, the 8 s clips ~400. lr 2e-3: the small model is far from converged (on the demo's 300-step run it
         # ended at val L1 0.044 against 0.058 with 1e-3)
         "train.window": 1, "train.batch_size": 20, "train.epochs": 45, "train.minutes": 45.0,
         "train.lr": 2e-3, "train.val_every": 100, "train.save_every": 250,
         # a patch discriminator on the mouth box: on real_talk_e the mouth's sharpness went
-        # from 0.70-0.72 to 0.82-0.88 of the real mouth's at equal steps, for ~10 % a step
+        # from 0.70-0.72 to 0.82-0.88 of the real mouth's at equal steps, for 11 % a step
         "train.gan_weight": 0.08,
         # references drawn from the closed-mouth frames, as the still inference uses: the
         # opening spread went from about half the person's to about all of it (real_talk_e)
