@@ -175,8 +175,8 @@ class GeneratorSamples(Dataset):
                 f"no run of {w} consecutive frames among {len(indices)} frames "
                 f"({indices[0] if len(indices) else '-'}..); use a longer video, or raise "
                 "train.val_fraction / lower train.window")
-        refs = indices if references is None or not len(references) else references
-        return cls(patches, features, sync_audio, starts, refs, cfg, augment)
+        return cls(patches, features, sync_audio, starts,
+                   indices if references is None else references, cfg, augment)
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -191,7 +191,7 @@ class StepLoss:
         if self.syncnet is not None and step >= tcfg.sync_start:
             terms["sync"] = self._sync_loss(pred.reshape(b, w * 3, s, s), batch["mel"])
             weights["sync"] = tcfg.sync_weight
-        if self.adversary is not None and step >= tcfg.gan_start:
+        if self.adversary is not None and self.adversary.is_on(step):
             terms["adversarial"] = self.adversary.generator_term(pred)
             weights["adversarial"] = tcfg.gan_weight
         total = sum(weights[k] * v for k, v in terms.items())
@@ -212,9 +212,14 @@ class Adversary:
 
     def __init__(self, cfg: Config, mouth: tuple[int, ...], device: torch.device):
         self.mouth = mouth
+        self.start = cfg.train.gan_start
         self.net = discriminator.MouthDiscriminator().to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.train.gan_lr,
                                           betas=(0.5, 0.999))
+
+    def is_on(self, step: int) -> bool:
+        """From `train.gan_start` on, both the generator's term and the learning."""
+        return step >= self.start
 
     def generator_term(self, pred: torch.Tensor) -> torch.Tensor:
         self.net.requires_grad_(False)  # the generator's backward pass leaves it alone
@@ -351,8 +356,9 @@ def train_generator(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            if adversary is not None and step >= tcfg.gan_start:
-                parts["discriminator"] = adversary.learn(pred.float(), _frames_of(batch, cfg)[2])
+            if adversary is not None and adversary.is_on(step):
+                parts["discriminator"] = adversary.learn(pred.float(),
+                                                         batch["targets"].flatten(0, 1))
         except torch.OutOfMemoryError as exc:
             raise TrainError(
                 f"out of memory at batch size {tcfg.batch_size} on {dev}; set "
