@@ -242,10 +242,11 @@ class InferConfig:
     # output frame, so the mouth follows only the audio; "template" = each template frame
     # itself (SyncTalk_2D), which leaks the recording's own mouth motion, e.g. into pauses
     reference: str = "still"
-    # the audio feature of pause frames: "calibrated" = of the features of digital silence and
-    # of the person's most closed-mouth frames, the one with which the generator redraws the
-    # still reference's closed mouth most closely (a generator trained on a recording whose
-    # pauses hold room noise has never seen digital silence); "digital" = digital silence's
+    # the audio window of pause frames: "calibrated" = of digital silence's and the real
+    # windows of the person's most closed-mouth frames, the one with which the generator
+    # redraws the still reference's closed mouth most closely (a generator trained on a
+    # recording whose pauses hold room noise has never seen digital silence, nor one feature
+    # repeated over the window); "digital" = digital silence's
     pause_feature: str = "calibrated"
     template_gop: int = 16  # keyframe interval of the cached template video (random access)
 

@@ -122,15 +122,15 @@ class FeatureStream:
 
     Frame t needs: its mel window (0.2 s from t), the features of t-8 .. t+7 (the generator's
     audio window) and the silence decisions of those frames (a quiet stretch counts as silence
-    only once it has lasted `min_silence` frames). Silent frames all get one feature,
-    `silence` (`Avatar.pause_feature`; default: digital silence's), so pauses give one still,
-    closed mouth instead of noise-driven twitching.
+    only once it has lasted `min_silence` frames). Silent frames all get one audio window,
+    `silence` (`Avatar.pause_window`, (16, F); an (F,) feature is repeated; default: digital
+    silence's), so pauses give one still, closed mouth instead of noise-driven twitching.
 
     encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). A
     `source` with push(samples) / finish(n_frames) returning feature rows in frame order
     (`whisper.WhisperStream`) is fed the audio instead. Features that need the whole audio
     (`hubert`) come instead as `features` (T, F), computed up front; the audio pushed must then
-    be that same audio. Without `encode`, `silence` (F,) must be given. silence_offset: dB
+    be that same audio. Without `encode`, `silence` must be given. silence_offset: dB
     added to frame levels before the silence test (`silence_offset_db`).
     """
 
@@ -159,7 +159,15 @@ class FeatureStream:
             if silence is None:
                 raise ValueError("precomputed features need the silence feature too")
             self.n_featured = len(features)
-        self.silence_feature = digital_silence_feature(encode, cfg) if silence is None else silence
+        silence = digital_silence_feature(encode, cfg) if silence is None else silence
+        silence = np.asarray(silence, np.float32)
+        self.silence_window = (silence if silence.ndim == 2
+                               else np.tile(silence, (AUDIO_WINDOW, 1)))  # (16, F)
+        if self.silence_window.shape[0] != AUDIO_WINDOW:
+            raise ValueError(f"a pause window has {AUDIO_WINDOW} rows, got "
+                             f"{self.silence_window.shape}")
+        # what a speech frame's window holds where it reaches into a pause
+        self.silence_feature = self.silence_window[AUDIO_WINDOW // 2]
 
     # -- input
     def push(self, samples: np.ndarray) -> None:
@@ -259,8 +267,16 @@ class FeatureStream:
         return max(0, min(self.n_featured, len(self.silent)) - AUDIO_WINDOW // 2 + 1)
 
     def window(self, t: int) -> np.ndarray:
-        """(16, F) features of frames t-8 .. t+7 (edges repeated, as in training)."""
+        """(16, F) features of frames t-8 .. t+7 (edges repeated, as in training).
+
+        A silent frame's window is the pause window throughout, not only in its silent rows:
+        most pauses are shorter than the window, and pause rows between speech rows, which
+        the generator never saw in training, drew a half-open mouth (docs/real_footage.md).
+        Speech frames get the pause window's centre row where they reach into a pause.
+        """
         last = (self.n_frames or self.n_featured) - 1
+        if self.silent[min(max(t, 0), last)]:
+            return self.silence_window
         rows = []
         for u in range(t - AUDIO_WINDOW // 2, t + AUDIO_WINDOW - AUDIO_WINDOW // 2):
             u = min(max(u, 0), last)
@@ -567,15 +583,17 @@ class Avatar:
         return self.speech.silence()
 
     @functools.cached_property
-    def pause_feature(self) -> np.ndarray:
-        """(F,) the audio feature of every frame of a pause (`infer.pause_feature`).
+    def pause_window(self) -> np.ndarray:
+        """(16, F) the audio window of every frame of a pause (`infer.pause_feature`).
 
         Digital silence is the obvious choice, but a generator trained on a recording whose
-        pauses hold room noise has never seen it: on a short real clip it drew a half-open
-        mouth there. The features of the person's own most closed-mouth frames are inputs it
-        was trained on, with a closed mouth as the target. Each candidate drives the generator
-        over the still reference frame, and the one whose mouth comes out closest to that
-        frame's real, closed mouth is kept.
+        pauses hold room noise has never seen it, nor any window of one feature repeated 16
+        times: on real_talk_e both drew lips 0.035-0.045 face widths apart where the real
+        closed mouth has 0.015 (docs/real_footage.md). The real windows of the person's most
+        closed-mouth frames are inputs it was trained on, with a closed mouth as the target
+        (0.014-0.024 there). Each candidate drives the generator over the still reference
+        frame, and the one whose mouth comes out closest to that frame's real, closed mouth
+        is kept.
         """
         mode = self.cfg.infer.pause_feature
         if mode not in ("calibrated", "digital"):
@@ -583,18 +601,26 @@ class Avatar:
                              "'digital'")
         digital = (self.speech_silence if self.speech is not None
                    else digital_silence_feature(self.encode, self.cfg))
+        digital = np.tile(np.asarray(digital, np.float32), (AUDIO_WINDOW, 1))
         closed = closed_mouth_frames(self.dataset, self.cfg)[:PAUSE_CANDIDATES]
         if mode == "digital" or not len(closed):
             return digital
-        own = self._recording_features(closed)
-        candidates = np.concatenate([digital[None], own.mean(axis=0, keepdims=True), own])
+        candidates = np.concatenate([digital[None], self.recording_windows(closed)])
         errors = self.closed_mouth_errors(candidates)
         best = int(np.argmin(errors))
-        names = ["digital silence", "the mean of closed-mouth frames",
-                 *(f"closed-mouth frame {t}" for t in closed)]
-        log.info("pauses get the features of %s (mouth %.1f levels from the closed reference; "
-                 "digital silence: %.1f)", names[best], errors[best], errors[0])
+        names = ["digital silence", *(f"the window of closed-mouth frame {t}" for t in closed)]
+        log.info("pauses get %s (mouth %.1f levels from the closed reference; digital "
+                 "silence: %.1f)", names[best], errors[best], errors[0])
         return candidates[best].astype(np.float32)
+
+    def recording_windows(self, frames: np.ndarray) -> np.ndarray:
+        """(len(frames), 16, F) the generator's audio windows of frames of the person's
+        recording, as training built them (frames t-8 .. t+7, edges repeated)."""
+        frames = np.asarray(frames, int)
+        offsets = np.arange(AUDIO_WINDOW) - AUDIO_WINDOW // 2
+        rows = np.clip(frames[:, None] + offsets[None], 0, self.dataset.n_frames - 1)
+        needed, where = np.unique(rows, return_inverse=True)
+        return self._recording_features(needed)[where.reshape(rows.shape)]
 
     def _recording_features(self, frames: np.ndarray) -> np.ndarray:
         """(len(frames), F) the generator's audio features of frames of the person's recording."""
@@ -605,18 +631,17 @@ class Avatar:
             return self.speech(self.dataset.wav(), self.dataset.n_frames)[frames]
         return self.recording_features()[frames]
 
-    def closed_mouth_errors(self, features: np.ndarray) -> np.ndarray:
+    def closed_mouth_errors(self, windows: np.ndarray) -> np.ndarray:
         """(K,) how far (mean |difference|, 0-255, in the mouth box) the generator's mouth is
-        from the still reference frame's own when that frame is the template and every row of
-        the audio window is features[k]."""
+        from the still reference frame's own when that frame is the template and the audio
+        window is windows[k] ((K, 16, F))."""
         real = self.template_patch(still_reference_index(self.dataset, self.cfg))
         target = real.transpose(2, 0, 1).astype(np.float32) / 255
         mx0, my0, mx1, my1 = data.mouth_box(self.dataset, self.cfg.model.image_size)
         errors = []
-        for i in range(0, len(features), self.cfg.infer.batch_size):
-            rows = np.asarray(features[i: i + self.cfg.infer.batch_size], np.float32)
-            windows = np.repeat(rows[:, None], AUDIO_WINDOW, axis=1)
-            y = self.generate(np.repeat(real[None], len(rows), axis=0), windows)
+        for i in range(0, len(windows), self.cfg.infer.batch_size):
+            batch = np.asarray(windows[i: i + self.cfg.infer.batch_size], np.float32)
+            y = self.generate(np.repeat(real[None], len(batch), axis=0), batch)
             errors.extend(np.abs(y - target)[:, :, my0:my1, mx0:mx1].mean(axis=(1, 2, 3)) * 255)
         return np.asarray(errors, np.float64)
 
@@ -778,10 +803,10 @@ class LipSyncStream:
             log.info("audio speech level %.1f dBFS: silence below %.1f dBFS", input_level_db,
                      cfg.infer.silence_db - offset)
         if avatar.speech is None:
-            self.features = FeatureStream(avatar.encode, cfg, silence=avatar.pause_feature,
+            self.features = FeatureStream(avatar.encode, cfg, silence=avatar.pause_window,
                                           silence_offset=offset)
         elif isinstance(avatar.speech, whisper_lib.WhisperFeatures):  # streams by windows
-            self.features = FeatureStream(None, cfg, silence=avatar.pause_feature,
+            self.features = FeatureStream(None, cfg, silence=avatar.pause_window,
                                           silence_offset=offset,
                                           source=avatar.speech.stream(audio))
         elif audio is None:
@@ -790,7 +815,7 @@ class LipSyncStream:
                              "frames(), or pass the audio: avatar.stream(audio=wav)")
         else:
             self.features = FeatureStream(None, cfg, avatar.speech(np.asarray(audio, np.float32)),
-                                          avatar.pause_feature, offset)
+                                          avatar.pause_window, offset)
         self._given = iter(template_indices) if template_indices is not None else None
         core = cfg.infer.mode == "core"
         if cfg.infer.mode not in ("bounce", "core"):

@@ -209,27 +209,28 @@ def test_missing_weights_at_inference_say_where(hubert_person, tmp_path):
                           overrides={"model.hubert_dir": str(tmp_path / "gone")})
 
 
-def test_pauses_get_the_pause_feature(hubert_person):
-    """Pauses get one feature: digital silence's or, calibrated, one of the person's own
-    closed-mouth frames (from the cached features the generator was trained on)."""
+def test_pauses_get_the_pause_window(hubert_person):
+    """Pauses get one audio window: digital silence's or, calibrated, the real window of one
+    of the person's own closed-mouth frames (from the cached features the generator was
+    trained on)."""
     root, cfg, _ = hubert_person
     load = functools.partial(infer.Avatar.load, "talker", dataset_root=root / "dataset",
                              checkpoints_root=root / "checkpoints", backend="torch")
     digital = load(overrides={"infer.pause_feature": "digital"})
-    np.testing.assert_array_equal(digital.pause_feature, digital.speech_silence)
+    np.testing.assert_array_equal(digital.pause_window, np.tile(digital.speech_silence, (16, 1)))
     avatar = load()
     ds = preprocess.load_dataset("talker", root / "dataset")
     own = train.hubert_features_for(ds, cfg, hubert.resolve_dir(cfg.model.hubert_dir))
     closed = infer.closed_mouth_frames(ds, avatar.cfg)[: infer.PAUSE_CANDIDATES]
-    options = [avatar.speech_silence, own[closed].mean(axis=0), *own[closed]]
-    assert any(np.allclose(avatar.pause_feature, f, atol=1e-6) for f in options)
+    rows = np.clip(closed[:, None] + np.arange(-8, 8)[None], 0, len(own) - 1)
+    options = [np.tile(avatar.speech_silence, (16, 1)), *own[rows]]
+    assert any(np.allclose(avatar.pause_window, w, atol=1e-6) for w in options)
     wav = np.concatenate([_speech(0.4), np.zeros(16000, np.float32), _speech(0.4, seed=1)])
     with avatar.stream(audio=wav) as live:
         frames = live.push(wav) + live.finish()
         silent = np.array(live.features.silent)
         assert len(frames) == len(silent) == 45 and silent[15:30].all() and not silent[:8].any()
-        window = live.features.window(22)  # frames 14..29: all silent
-        assert np.array_equal(window, np.tile(avatar.pause_feature, (16, 1)))
+        np.testing.assert_array_equal(live.features.window(22), avatar.pause_window)
     with avatar.stream(audio=wav[:8000]) as other, pytest.raises(
             infer.InferError, match="push the audio the features"):
         other.push(wav)

@@ -71,6 +71,29 @@ def test_silence_needs_min_length():
     assert silent[23:31].all() and not silent[:23].any() and not silent[31:].any()
 
 
+
+def test_every_frame_of_a_short_pause_gets_the_whole_pause_window():
+    """A pause shorter than the audio window still gives each of its frames nothing but the
+    pause feature (speech rows beside pause rows drew a half-open mouth); speech frames keep
+    their own features, pause rows included where the pause is in reach."""
+    cfg = get_config("tiny")  # min_silence_s 0.3: 8 frames
+    hop = 640
+    loud = (np.sin(np.arange(hop * 20) * 0.3) * 0.3).astype(np.float32)
+    wav = np.concatenate([loud, np.zeros(hop * 10, np.float32), loud])
+    n = audio.n_video_frames(len(wav), cfg.media)
+    feats = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    pause = np.full(4, 7.0, np.float32)
+    fs = infer.FeatureStream(None, cfg, features=feats, silence=pause)
+    fs.push(wav)
+    fs.finish()
+    silent = np.flatnonzero(fs.silent)
+    assert len(silent) == 10 and silent[0] == 20
+    for t in silent:  # no window of this pause lies wholly inside it
+        np.testing.assert_array_equal(fs.window(t), np.tile(pause, (16, 1)))
+    before = fs.window(19)  # speech: its own row at the centre, the pause's rows ahead
+    np.testing.assert_array_equal(before[8], feats[19])
+    assert (before == pause).all(axis=1).sum() == 7
+
 # ------------------------------------------------------------------------- templates
 
 
@@ -268,11 +291,11 @@ def _mouth_change(avatar, frames, tmpl, idx) -> float:
 
 
 class ClosedMouthOnlyFor:
-    """A stand-in generator: it redraws the input's reference exactly when every row of the
-    audio window is `feature`, and darkens it the further the audio is from that."""
+    """A stand-in generator: it redraws the input's reference exactly when the audio window is
+    `window` (16, F), and darkens it the further the audio is from that."""
 
-    def __init__(self, feature: np.ndarray, mode: str) -> None:
-        window = np.tile(feature, (1, 16, 1)).astype(np.float32)
+    def __init__(self, window: np.ndarray, mode: str) -> None:
+        window = np.asarray(window, np.float32)[None]
         self.target = unet.audio_window_to_input(torch.from_numpy(window), mode).numpy()
 
     def __call__(self, x: np.ndarray, audio_in: np.ndarray) -> np.ndarray:
@@ -280,10 +303,11 @@ class ClosedMouthOnlyFor:
         return x[:, :3] * (1 - np.minimum(far, 0.9))[:, None, None, None]
 
 
-def test_pauses_get_the_feature_that_redraws_a_closed_mouth(trained_person, speech,
-                                                           monkeypatch):
-    """Of digital silence and the person's closed-mouth frames, the pause feature is the one
-    with which the generator reproduces the still reference's mouth, and pauses use it."""
+def test_pauses_get_the_window_that_redraws_a_closed_mouth(trained_person, speech,
+                                                          monkeypatch):
+    """Of digital silence's and the real windows of the person's closed-mouth frames, the
+    pause window is the one with which the generator reproduces the still reference's mouth,
+    and every frame of a pause uses it."""
     avatar = _load(trained_person, backend="onnx")
     closed = infer.closed_mouth_frames(avatar.dataset, avatar.cfg)
     assert len(closed) >= 4
@@ -293,25 +317,26 @@ def test_pauses_get_the_feature_that_redraws_a_closed_mouth(trained_person, spee
     # are digital silence's: offer speech frames instead, so the candidates differ
     offered = np.arange(40, 40 + infer.PAUSE_CANDIDATES)
     monkeypatch.setattr(infer, "closed_mouth_frames", lambda ds, cfg: offered)
-    mel = np.asarray(avatar.dataset.mel_windows()[offered], np.float32)
-    own = avatar.encode(mel[:, None])
-    digital = infer.digital_silence_feature(avatar.encode, avatar.cfg)
-    assert np.abs(own[3] - digital).mean() > 0.01
-    avatar.backend = ClosedMouthOnlyFor(own[3], avatar.cfg.model.audio_mode)
-    np.testing.assert_allclose(avatar.pause_feature, own[3], atol=1e-6)
-    errors = avatar.closed_mouth_errors(np.stack([own[3], digital]))
+    windows = avatar.recording_windows(offered)
+    mel = np.asarray(avatar.dataset.mel_windows()[offered[3] - 8: offered[3] + 8], np.float32)
+    np.testing.assert_allclose(windows[3], avatar.encode(mel[:, None]), atol=1e-5)  # t-8..t+7
+    digital = np.tile(infer.digital_silence_feature(avatar.encode, avatar.cfg), (16, 1))
+    assert np.abs(windows[3] - digital).mean() > 0.01
+    avatar.backend = ClosedMouthOnlyFor(windows[3], avatar.cfg.model.audio_mode)
+    np.testing.assert_allclose(avatar.pause_window, windows[3], atol=1e-6)
+    errors = avatar.closed_mouth_errors(np.stack([windows[3], digital]))
     assert errors[0] < 1e-3 < errors[1]
     wav = np.concatenate([speech[:8000], np.zeros(16000, np.float32), speech[:8000]])
     with avatar.stream() as live:
         live.push(wav)
         live.finish()
         assert live.features.silent[25]
-        np.testing.assert_array_equal(live.features.window(25), np.tile(avatar.pause_feature,
-                                                                        (16, 1)))
+        np.testing.assert_array_equal(live.features.window(25), avatar.pause_window)
     plain = _load(trained_person, backend="onnx", overrides={"infer.pause_feature": "digital"})
-    np.testing.assert_allclose(plain.pause_feature, digital, atol=1e-6)
+    np.testing.assert_allclose(plain.pause_window, digital, atol=1e-6)
     with pytest.raises(infer.InferError, match="pause_feature"):
-        _ = _load(trained_person, overrides={"infer.pause_feature": "loud"}).pause_feature
+        _ = _load(trained_person, overrides={"infer.pause_feature": "loud"}).pause_window
+
 
 def test_core_mode_plays_real_footage_in_pauses(trained_person, speech):
     core = _load(trained_person, backend="onnx", overrides={"infer.mode": "core"})
