@@ -145,6 +145,11 @@ class FeatureStream:
         self.mel = audio_lib.MelStream(cfg.audio, cfg.media.sample_rate)
         self.hop = cfg.media.sample_rate // cfg.media.fps  # samples per video frame
         self.min_silence = max(1, round(cfg.infer.min_silence_s * cfg.media.fps))
+        self.pause_lead, self.pause_trail = cfg.infer.pause_lead_frames, cfg.infer.pause_trail_frames
+        reach = AUDIO_WINDOW // 2 - 1  # frames after t whose decisions n_ready waits for
+        if not (0 <= self.pause_lead <= reach and 0 <= self.pause_trail <= AUDIO_WINDOW // 2):
+            raise ValueError(f"infer.pause_lead_frames must lie in 0..{reach} and "
+                             f"infer.pause_trail_frames in 0..{AUDIO_WINDOW // 2}")
         self._mel_cols: list[np.ndarray] = []  # mel frames from _mel_base on
         self._mel_base = 0
         self._tail = np.zeros(0, np.float32)  # samples of the frame not yet complete
@@ -269,13 +274,17 @@ class FeatureStream:
     def window(self, t: int) -> np.ndarray:
         """(16, F) features of frames t-8 .. t+7 (edges repeated, as in training).
 
-        A silent frame's window is the pause window throughout, not only in its silent rows:
+        A pause frame's window is the pause window throughout, not only in its silent rows:
         most pauses are shorter than the window, and pause rows between speech rows, which
         the generator never saw in training, drew a half-open mouth (docs/real_footage.md).
-        Speech frames get the pause window's centre row where they reach into a pause.
+        The last `infer.pause_lead_frames` of a pause and its first `pause_trail_frames`
+        keep their own rows, so the lips part before the speech as a real mouth does; their
+        silent rows, and those of speech frames near a pause, are the pause window's centre.
         """
         last = (self.n_frames or self.n_featured) - 1
-        if self.silent[min(max(t, 0), last)]:
+        lo = max(t - self.pause_trail, 0)
+        hi = min(t + self.pause_lead, last)
+        if all(self.silent[u] for u in range(lo, hi + 1)):
             return self.silence_window
         rows = []
         for u in range(t - AUDIO_WINDOW // 2, t + AUDIO_WINDOW - AUDIO_WINDOW // 2):

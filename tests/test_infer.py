@@ -72,27 +72,43 @@ def test_silence_needs_min_length():
 
 
 
-def test_every_frame_of_a_short_pause_gets_the_whole_pause_window():
-    """A pause shorter than the audio window still gives each of its frames nothing but the
-    pause feature (speech rows beside pause rows drew a half-open mouth); speech frames keep
-    their own features, pause rows included where the pause is in reach."""
-    cfg = get_config("tiny")  # min_silence_s 0.3: 8 frames
+def test_a_short_pause_gets_the_whole_pause_window_away_from_its_edges():
+    """A pause shorter than the audio window still gives its frames nothing but the pause
+    window (speech rows beside pause rows drew a half-open mouth), except its last
+    `pause_lead_frames` and first `pause_trail_frames`, which keep their own rows so the lips
+    can part before the sound; silent rows elsewhere are the pause window's centre row."""
     hop = 640
     loud = (np.sin(np.arange(hop * 20) * 0.3) * 0.3).astype(np.float32)
     wav = np.concatenate([loud, np.zeros(hop * 10, np.float32), loud])
-    n = audio.n_video_frames(len(wav), cfg.media)
-    feats = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
-    pause = np.full(4, 7.0, np.float32)
-    fs = infer.FeatureStream(None, cfg, features=feats, silence=pause)
-    fs.push(wav)
-    fs.finish()
+    pause = np.arange(16 * 4, dtype=np.float32).reshape(16, 4) + 100  # rows tell apart
+
+    def stream(**infer_settings):
+        cfg = get_config("tiny").override(  # min_silence_s 0.3: 8 frames
+            {f"infer.{k}": v for k, v in infer_settings.items()})
+        n = audio.n_video_frames(len(wav), cfg.media)
+        feats = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+        fs = infer.FeatureStream(None, cfg, features=feats, silence=pause)
+        fs.push(wav)
+        fs.finish()
+        return fs, feats
+
+    fs, feats = stream(pause_lead_frames=0, pause_trail_frames=0)
     silent = np.flatnonzero(fs.silent)
-    assert len(silent) == 10 and silent[0] == 20
-    for t in silent:  # no window of this pause lies wholly inside it
-        np.testing.assert_array_equal(fs.window(t), np.tile(pause, (16, 1)))
-    before = fs.window(19)  # speech: its own row at the centre, the pause's rows ahead
+    assert silent.tolist() == list(range(20, 30))  # no window of it lies wholly inside it
+    for t in silent:
+        np.testing.assert_array_equal(fs.window(t), pause)
+    before = fs.window(19)  # speech: its own row at the centre, the pause's centre row ahead
     np.testing.assert_array_equal(before[8], feats[19])
-    assert (before == pause).all(axis=1).sum() == 7
+    assert (before == pause[8]).all(axis=1).sum() == 7
+    fs, feats = stream(pause_lead_frames=3, pause_trail_frames=2)
+    whole = [t for t in range(len(feats)) if np.array_equal(fs.window(t), pause)]
+    assert whole == list(range(22, 27))
+    edge = fs.window(28)  # two frames before the speech: its own window, pause rows in it
+    np.testing.assert_array_equal(edge[10:], feats[np.minimum(np.arange(30, 36), len(feats) - 1)])
+    assert (edge[:10] == pause[8]).all()
+    with pytest.raises(ValueError, match="pause_lead_frames"):
+        stream(pause_lead_frames=8)
+
 
 # ------------------------------------------------------------------------- templates
 
