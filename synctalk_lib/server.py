@@ -770,7 +770,8 @@ class Deadlines:
             if not stalled:
                 raise
             kind = "send"
-        detail = (f"the client read nothing for {self.send_s:g} s" if kind == "send" else
+        detail = (f"a write to the client waited more than {self.send_s:g} s (it reads too "
+                  "slowly or not at all)" if kind == "send" else
                   f"the request took longer than {self.request_s:g} s")
         self.counts[kind] += 1
         log.warning("%s %s cut: %s", scope.get("method"), scope.get("path"), detail)
