@@ -54,13 +54,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
-    """Delete files `prefix*~<pid>-<host>~*` in `folder` whose owner is gone; the removed."""
+    """Delete files and folders `prefix*~<pid>-<host>~*` in `folder` whose owner is gone;
+    returns the removed."""
     removed = []
     now = time.time()
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = _OWNER.search(entry.name)
-            if not entry.name.startswith(prefix) or not match or not entry.is_file():
+            if not entry.name.startswith(prefix) or not match or entry.is_symlink():
                 continue
             pid, host = int(match.group(1)), match.group(2)
             try:
@@ -70,7 +71,10 @@ def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
             stale = not _pid_alive(pid) if host == _HOST_TAG else age > STALE_FOREIGN_S
             if stale:
                 with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                    if entry.is_dir():
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
                     removed.append(Path(entry.path))
     return removed
 
@@ -81,16 +85,26 @@ def owned_temp(prefix: str, suffix: str = "", folder: str | os.PathLike | None =
     system temp folder); the caller deletes it. The first call per folder and family (a
     common start of such names, default `prefix`) in a process removes the stale files of
     that family there (`remove_stale`): one scan per folder, however many files follow."""
+    folder = _claim(folder, prefix if family is None else family)
+    fd, name = tempfile.mkstemp(prefix=prefix + _owner_tag(), suffix=suffix, dir=folder)
+    os.close(fd)
+    return Path(name)
+
+
+def owned_temp_dir(prefix: str, folder: str | os.PathLike | None = None) -> Path:
+    """`owned_temp` for a folder (a server's uploads and videos): a killed owner's goes later."""
+    return Path(tempfile.mkdtemp(prefix=prefix + _owner_tag(), dir=_claim(folder, prefix)))
+
+
+def _claim(folder: str | os.PathLike | None, family: str) -> Path:
+    """The folder (default: system temp), cleaned of stale `family` entries once a process."""
     folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
-    family = prefix if family is None else family
     key = (str(folder.resolve()), family)
     if key not in _cleaned:
         _cleaned.add(key)
         for path in remove_stale(folder, family):
             log.info("removed %s, left behind by a killed run", path)
-    fd, name = tempfile.mkstemp(prefix=prefix + _owner_tag(), suffix=suffix, dir=folder)
-    os.close(fd)
-    return Path(name)
+    return folder
 
 
 @contextlib.contextmanager

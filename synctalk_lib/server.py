@@ -37,7 +37,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -58,7 +57,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
 from . import audio as audio_lib
-from . import infer, media, tts
+from . import files, infer, media, tts
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +426,7 @@ class Server:
         parent = settings.temp_dir
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix="synctalk-server-", dir=parent))
+        self.tmp = files.owned_temp_dir("synctalk-server-", parent)  # a killed server's goes later
         still = avatar.still()
         self.frame_size = (int(still.shape[1]), int(still.shape[0]))
         self.still_jpeg = self.jpeg(still)

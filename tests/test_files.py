@@ -80,3 +80,22 @@ def test_system_temp_is_the_default(fresh_cache):
     with files.temp_file("synctalk-test-", ".bin") as path:
         assert path.parent == Path(tempfile.gettempdir()) and f"~{os.getpid()}-" in path.name
     assert not path.exists()
+
+
+KILLED_SERVER = """
+import os, signal, sys
+from synctalk_lib import files
+folder = files.owned_temp_dir("synctalk-server-", sys.argv[1])
+(folder / "upload.wav").write_bytes(b"RIFF" * 1000)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_servers_temp_folder_goes_when_the_next_one_starts(tmp_path, fresh_cache):
+    proc = subprocess.run([sys.executable, "-c", KILLED_SERVER, str(tmp_path)], check=False,
+                          cwd=REPO, capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (left,) = tmp_path.iterdir()
+    assert (left / "upload.wav").is_file()
+    mine = files.owned_temp_dir("synctalk-server-", tmp_path)
+    assert list(tmp_path.iterdir()) == [mine]
