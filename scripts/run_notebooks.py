@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import papermill
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+# the kernel talks to us over local IPC sockets, not TCP on loopback: nothing else on the
+# machine can connect to it, and ipykernel has no "running over TCP without encryption" warning
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 
 
 def main() -> int:
@@ -31,7 +35,7 @@ def main() -> int:
         start = time.perf_counter()
         print(f"running {nb.name} -> {target}", flush=True)
         papermill.execute_notebook(str(nb), str(target), parameters=params,
-                                   cwd=str(nb.parent), progress_bar=False)
+                                   cwd=str(nb.parent), progress_bar=False, config=KERNEL_CONFIG)
         print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 

@@ -125,6 +125,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
              "port": args.port, "voice": args.voice, "piper_model": args.piper_model,
              "max_text_chars": args.max_text_chars, "max_upload_mb": args.max_upload_mb,
              "max_requests": args.max_requests, "debug": args.debug or None,
+             "allowed_hosts": [*server.LOOPBACK_HOSTS, *args.allowed_host]
+             if args.allowed_host else None, "debug_token": args.debug_token,
+             "request_timeout_s": args.request_timeout, "send_timeout_s": args.send_timeout,
              "overrides": _overrides(args.set) or None}
     # flags left out fall back to SYNCTALK_* environment variables, then the defaults
     server.serve(server.ServerSettings(**{k: v for k, v in given.items() if v is not None}))
@@ -242,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="animations at once; more get 503 (default 4)")
     p.add_argument("--debug", action="store_true",
                    help="save each request's frames and audio under outputs/<name>/debug/")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a Host name to answer besides 127.0.0.1, localhost and ::1 "
+                   "(repeatable; '*' answers any)")
+    p.add_argument("--debug-token", help="secret that POST /debug/config must send in "
+                   "X-Debug-Token (prefer $SYNCTALK_DEBUG_TOKEN: flags show in ps)")
+    p.add_argument("--request-timeout", type=float, metavar="S",
+                   help="cut any request after this many seconds (default 600)")
+    p.add_argument("--send-timeout", type=float, metavar="S",
+                   help="cut a request whose client reads nothing for this long (default 30)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. infer.mode=core)")
     p.set_defaults(func=_cmd_serve)

@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,7 +36,7 @@ import soundfile as sf
 import torch
 
 from . import audio as audio_lib
-from . import backends, crop, data, features, hubert, media, syncnet, templates, unet
+from . import backends, crop, data, features, files, hubert, media, syncnet, templates, unet
 from . import whisper as whisper_lib
 from .checkpoint import CheckpointError
 from .config import Config, get_config
@@ -911,9 +910,7 @@ def _model_patch(inner_patch: np.ndarray, size: int) -> np.ndarray:
 @contextlib.contextmanager
 def _as_wav(audio: str | os.PathLike | np.ndarray, sample_rate: int) -> Iterator[Path]:
     """Any audio (file of any format/rate/channels, or an array) as a temp 16 kHz mono wav."""
-    fd, name = tempfile.mkstemp(prefix="synctalk-audio-", suffix=".wav")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = files.owned_temp("synctalk-audio-", ".wav")  # a killed run's is removed later
     try:
         if isinstance(audio, np.ndarray):
             if audio.ndim != 1:

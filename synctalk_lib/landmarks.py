@@ -11,6 +11,7 @@ checks and evaluation never hard-code indices of one detector.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 
 from . import files
 from .config import LandmarkConfig
+from .quiet import native_chatter_hidden
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,9 @@ class Detector(Protocol):
     def close(self) -> None: ...
 
 
+QUIET_CALLS = 3  # process() calls after which native stderr chatter is no longer hidden
+
+
 class MediapipeDetector:
     """MediaPipe Face Mesh; `video=True` tracks the face between calls (faster, steadier)."""
 
@@ -132,14 +137,28 @@ class MediapipeDetector:
                 "models in the wheel); run `make setup` or "
                 "`pip install --no-deps mediapipe==0.10.21`"
             ) from exc
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=not video, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
-        )
+        # the graph's C++ side logs set-up chatter from its threads while it starts and on its
+        # first runs: hidden from here to the end of the QUIET_CALLS-th call (or close)
+        self._quiet = contextlib.ExitStack()
+        self._quiet.enter_context(native_chatter_hidden())
+        self._calls = 0
+        try:
+            self._mesh = face_mesh.FaceMesh(
+                static_image_mode=not video, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
+            )
+        except BaseException:
+            self._quiet.close()
+            raise
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         _check_rgb(rgb)
-        result = self._mesh.process(rgb)
+        try:
+            result = self._mesh.process(rgb)
+        finally:
+            self._calls += 1
+            if self._calls >= QUIET_CALLS:
+                self._quiet.close()
         if not result.multi_face_landmarks:
             return None
         h, w = rgb.shape[:2]
@@ -148,6 +167,7 @@ class MediapipeDetector:
         return pts
 
     def close(self) -> None:
+        self._quiet.close()
         self._mesh.close()
 
 

@@ -349,6 +349,9 @@ def image_bytes(rgb: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
 # ------------------------------------------------------------------------------------ writing
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")  # containers that hold H.264 + AAC
+
+
 class VideoWriter:
     """Stream RGB frames into an H.264 mp4 (yuv420p, faststart), atomically.
 
@@ -373,6 +376,13 @@ class VideoWriter:
         gop: int | None = None,
     ) -> None:
         self.path = Path(path)
+        try:  # now, not at the rename after a whole render
+            files.check_writable_file(self.path)
+        except ValueError as exc:
+            raise MediaError(str(exc)) from None
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise MediaError(f"{self.path}: a video file name must end in "
+                             f"{' or '.join(VIDEO_SUFFIXES)} (ffmpeg picks the format by it)")
         self.fps, self.crf, self.preset = fps, crf, preset
         self.gop = gop  # fixed keyframe interval: any frame decodes after at most gop - 1 others
         self.frames_written = 0
@@ -421,10 +431,9 @@ class VideoWriter:
                                       stderr=self._stderr)
 
     def _temp(self, folder: Path, suffix: str) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=folder)
-        os.close(fd)
-        self._stack.callback(Path(name).unlink, missing_ok=True)
-        return Path(name)
+        path = files.owned_temp(f".{self.path.name}.", suffix, folder, family=".")
+        self._stack.callback(path.unlink, missing_ok=True)
+        return path
 
     def _mux_audio(self) -> None:
         audio = self._audio

@@ -30,12 +30,13 @@ import base64
 import concurrent.futures
 import contextlib
 import ctypes
+import hmac
+import ipaddress
 import itertools
 import json
 import logging
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -56,7 +57,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
 from . import audio as audio_lib
-from . import infer, media, tts
+from . import files, infer, media, tts
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ ESPEAK_WPM = 160
 SMALL_BODY_BYTES = 256 * 1024  # JSON bodies and forms other than the audio upload
 RECENT_JOBS = 20  # requests remembered by /debug/status
 NDJSON = "application/x-ndjson"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEBUG_TOKEN_HEADER = "X-Debug-Token"
 
 
 # ---------------------------------------------------------------------- settings
@@ -93,6 +96,11 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"  # loopback: nothing else on the network can reach the model
     port: int = Field(8000, ge=0, le=65535)
     max_connections: int = Field(64, ge=1)  # uvicorn answers 503 beyond this
+    # Host header names served (any port); others get 400, so a web page elsewhere cannot
+    # reach a loopback server through DNS rebinding. "*" serves any name.
+    allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS))
+    request_timeout_s: float = Field(600.0, gt=0)  # a whole request, sending included
+    send_timeout_s: float = Field(30.0, gt=0)  # one write to a client that stopped reading
     # speech
     voice: str = "en-us"  # espeak-ng language tag (see GET /voices)
     speed: float = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
@@ -109,6 +117,11 @@ class ServerSettings(BaseSettings):
     debug: bool = False  # save what requests produce under outputs/<name>/debug/
     debug_save_frames: bool = True
     debug_save_audio: bool = True
+    debug_max_request_mb: float = Field(50.0, gt=0)  # one request's saves; the rest skipped
+    debug_max_total_mb: float = Field(500.0, gt=0)  # the debug folder; oldest requests go first
+    # POST /debug/config needs this in the X-Debug-Token header; without a token, debug can be
+    # changed only on a loopback server
+    debug_token: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -125,6 +138,20 @@ class ServerSettings(BaseSettings):
     @property
     def debug_folder(self) -> Path:
         return self.output_root / self.name / "debug"
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the bound address."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------- speech
@@ -146,6 +173,10 @@ class Speaker:
 
     def check_text(self, text: str) -> str:
         """The stripped text, or a 422 that says what is wrong."""
+        try:
+            tts.check_text(text or "")
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         text = (text or "").strip()
         limit = self.settings.max_text_chars
         if not text:
@@ -180,6 +211,10 @@ class Speaker:
 
     def voices(self) -> list[str]:
         return [self.settings.piper_model.stem] if self._piper else tts.list_voices()
+
+    def variants(self) -> list[str]:
+        """espeak-ng voice variants, used as <voice>+<variant> (Piper has none)."""
+        return [] if self._piper else tts.list_variants()
 
 
 def _load_piper(path: Path) -> Any:
@@ -276,6 +311,73 @@ def rss_mb() -> float | None:
     return pages * 4096 / 2**20
 
 
+# ---------------------------------------------------------------------- debug saving
+
+
+class DebugStore:
+    """Debug saves under one folder within two budgets: per request (a request's files past
+    its budget are skipped) and in total (the oldest request folders are deleted to make room;
+    ids start with their time, so name order is age order). One client switching debug on
+    must not fill the disk. Thread-safe: frames are saved on the model thread, audio on the
+    event loop."""
+
+    def __init__(self, folder: Path, per_request_bytes: int, total_bytes: int) -> None:
+        self.folder, self.per_request, self.total = folder, per_request_bytes, total_bytes
+        self.skipped = 0  # files not saved for lack of budget
+        self._lock = threading.Lock()
+        self._used: dict[str, int] | None = None  # bytes per request folder, scanned lazily
+        self._active: set[str] = set()
+
+    def _sizes(self) -> dict[str, int]:
+        if self._used is None:
+            self._used = {}
+            if self.folder.is_dir():
+                for sub in self.folder.iterdir():
+                    if sub.is_dir():
+                        self._used[sub.name] = sum(f.stat().st_size for f in sub.rglob("*")
+                                                   if f.is_file())
+        return self._used
+
+    def open(self, request_id: str) -> Path:
+        """The request's folder, created now (OSError if the disk refuses)."""
+        folder = self.folder / request_id
+        with self._lock:
+            sizes = self._sizes()
+            folder.mkdir(parents=True, exist_ok=True)
+            sizes.setdefault(request_id, 0)
+            self._active.add(request_id)
+        return folder
+
+    def close(self, request_id: str) -> None:
+        with self._lock:
+            self._active.discard(request_id)
+
+    def write(self, request_id: str, name: str, data: bytes) -> bool:
+        """Save one file of an open request; False (and nothing written) past a budget."""
+        with self._lock:
+            sizes = self._sizes()
+            used = sizes.get(request_id)
+            if used is None or used + len(data) > self.per_request:
+                self.skipped += 1
+                return False
+            for old in sorted(sizes):
+                if sum(sizes.values()) + len(data) <= self.total:
+                    break
+                if old not in self._active:
+                    shutil.rmtree(self.folder / old, ignore_errors=True)
+                    del sizes[old]
+            if sum(sizes.values()) + len(data) > self.total:
+                self.skipped += 1
+                return False
+            (self.folder / request_id / name).write_bytes(data)
+            sizes[request_id] = used + len(data)
+            return True
+
+    def used_mb(self) -> float:
+        with self._lock:
+            return round(sum(self._sizes().values()) / 2**20, 3)
+
+
 # ---------------------------------------------------------------------- requests
 
 
@@ -317,10 +419,14 @@ class Server:
         self.worker = ModelWorker(settings.max_requests)
         self.debug = {"enabled": settings.debug, "save_frames": settings.debug_save_frames,
                       "save_audio": settings.debug_save_audio}
+        self.debug_store = DebugStore(settings.debug_folder,
+                                      int(settings.debug_max_request_mb * 2**20),
+                                      int(settings.debug_max_total_mb * 2**20))
+        self.timeouts = {"deadline": 0, "send": 0}  # requests cut by Deadlines
         parent = settings.temp_dir
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix="synctalk-server-", dir=parent))
+        self.tmp = files.owned_temp_dir("synctalk-server-", parent)  # a killed server's goes later
         still = avatar.still()
         self.frame_size = (int(still.shape[1]), int(still.shape[0]))
         self.still_jpeg = self.jpeg(still)
@@ -357,9 +463,8 @@ class Server:
         job = Job(id=f"{time.strftime('%Y%m%d-%H%M%S')}-{next(self._ids):04d}", kind=kind)
         self.jobs.append(job)
         if self.debug["enabled"]:
-            folder = self.settings.debug_folder / job.id
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                folder = self.debug_store.open(job.id)
             except OSError:
                 self.end_job(job, "failed")
                 raise
@@ -371,6 +476,8 @@ class Server:
             return  # already ended
         job.status = outcome
         job.seconds = round(time.perf_counter() - job.started, 3)
+        if job.debug_folder:
+            self.debug_store.close(job.id)
         self.worker.release(outcome)
         log.info("%s %s: %s, %d frames, first frame after %s s, %.2f s", job.kind, job.id,
                  outcome, job.frames_out, job.first_frame_s, job.seconds)
@@ -388,7 +495,21 @@ class Server:
 
     def save_debug_audio(self, job: Job, wav: np.ndarray) -> None:
         if job.debug_folder and self.debug["save_audio"]:
-            media.save_wav(Path(job.debug_folder) / "audio.wav", wav, self.sample_rate)
+            self.debug_store.write(job.id, "audio.wav", media.wav_bytes(wav, self.sample_rate))
+
+    def check_debug_token(self, given: str | None) -> None:
+        """403 unless the operator's token is given, or (no token set) the server is loopback
+        only: anyone who can reach it could otherwise switch on saving."""
+        token = self.settings.debug_token
+        if token:
+            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+                raise HTTPException(403, "changing debug settings needs the operator's token "
+                                         f"in the {DEBUG_TOKEN_HEADER} header")
+        elif not self.settings.loopback:
+            raise HTTPException(403, f"debug settings are fixed on a server bound to "
+                                     f"{self.settings.host} (reachable from the network); "
+                                     "start it with --debug-token (or SYNCTALK_DEBUG_TOKEN) "
+                                     "to allow changes")
 
     async def speech(self, text: str, voice: str | None, speed: float | None) -> np.ndarray:
         """TTS off the event loop; bad voice/speed become 422."""
@@ -408,8 +529,7 @@ class Server:
         job.audio_s = round(len(wav) / self.sample_rate, 3)
         job.n_frames = audio_lib.n_video_frames(len(wav), self.cfg.media)
         live = await self.worker.run(avatar.stream, avatar.planned_templates(job.n_frames), wav)
-        save_to = Path(job.debug_folder) if job.debug_folder and self.debug["save_frames"] \
-            else None
+        save = bool(job.debug_folder) and self.debug["save_frames"]
 
         def step(chunk: np.ndarray | None) -> list[Any]:
             made = live.push(chunk) if chunk is not None else live.finish()
@@ -417,8 +537,8 @@ class Server:
             out = []
             for k, frame in enumerate(made):
                 out.append(sink(first + k, frame))
-                if save_to is not None:
-                    (save_to / f"{first + k:06d}.jpg").write_bytes(self.jpeg(frame))
+                if save:
+                    self.debug_store.write(job.id, f"{first + k:06d}.jpg", self.jpeg(frame))
             return out
 
         hop = max(1, round(self.settings.chunk_s * self.sample_rate))
@@ -494,7 +614,10 @@ class Server:
 
     def status(self) -> dict[str, Any]:
         return {**self.debug, "folder": str(self.settings.debug_folder),
-                "requests": self.worker.state(),
+                "saved_mb": self.debug_store.used_mb(), "skipped_files": self.debug_store.skipped,
+                "limits_mb": {"request": self.settings.debug_max_request_mb,
+                              "total": self.settings.debug_max_total_mb},
+                "requests": self.worker.state(), "timeouts": self.timeouts,
                 "recent": [j.public() for j in reversed(self.jobs)],
                 "memory_mb": rss_mb(), "temp_files": sum(1 for _ in self.tmp.rglob("*"))}
 
@@ -576,6 +699,88 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def host_name(header: str) -> str:
+    """The name of a Host header, lower-cased, without port or IPv6 brackets."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.split(":")[0]
+    return value.rstrip(".")
+
+
+class HostCheck:
+    """ASGI middleware: 400 unless the Host header names an allowed host (any port). A page on
+    another site can point its own name at 127.0.0.1 (DNS rebinding) and then read a loopback
+    server as same-origin; its requests still carry that name, so they are refused here."""
+
+    def __init__(self, app: Any, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = {host_name(h) for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+            raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            name = host_name(raw)
+            if name not in self.allowed:
+                log.info("refused Host %r (allowed: %s)", raw, sorted(self.allowed))
+                detail = (f"this server does not answer to the host name {name[:100]!r}; "
+                          "an operator adds names with --allowed-host or SYNCTALK_ALLOWED_HOSTS")
+                await JSONResponse({"detail": detail}, 400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _SendTimeout(Exception):
+    """A write to the client took longer than the send timeout."""
+
+
+class Deadlines:
+    """ASGI middleware: a request must end within `request_s` and each write to the client
+    must complete within `send_s`; past either it is cancelled (handlers' clean-up runs and
+    its animation slot frees) and the connection closed. Without this, a client that reads
+    slowly or not at all keeps its slot, and four of them keep the server busy for anyone."""
+
+    def __init__(self, app: Any, request_s: float, send_s: float,
+                 counts: dict[str, int]) -> None:
+        self.app, self.request_s, self.send_s, self.counts = app, request_s, send_s, counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, stalled = False, False
+
+        async def timed_send(message: Message) -> None:
+            nonlocal started, stalled
+            started = started or message["type"] == "http.response.start"
+            try:
+                await asyncio.wait_for(send(message), self.send_s)
+            except asyncio.TimeoutError:
+                stalled = True
+                raise _SendTimeout from None
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, timed_send), self.request_s)
+            return
+        except asyncio.TimeoutError:
+            kind = "send" if stalled else "deadline"
+        except Exception:  # _SendTimeout, maybe wrapped (an exception group, a handler's error)
+            if not stalled:
+                raise
+            kind = "send"
+        detail = (f"a write to the client waited more than {self.send_s:g} s (it reads too "
+                  "slowly or not at all)" if kind == "send" else
+                  f"the request took longer than {self.request_s:g} s")
+        self.counts[kind] += 1
+        log.warning("%s %s cut: %s", scope.get("method"), scope.get("path"), detail)
+        if not started:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(JSONResponse({"detail": detail}, 503)(
+                    scope, receive, send), self.send_s)
+        # else: returning with the response incomplete makes the server close the connection
+
+
 # ---------------------------------------------------------------------- the app
 
 
@@ -644,6 +849,9 @@ def create_app(settings: ServerSettings, avatar: infer.Avatar | None = None) -> 
     upload_limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit
                        if path == "/generate-from-audio" else SMALL_BODY_BYTES)
+    app.add_middleware(Deadlines, request_s=settings.request_timeout_s,
+                       send_s=settings.send_timeout_s, counts=server.timeouts)
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # outermost: first check
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.add_exception_handler(ClientGone, _client_gone)
     _routes(app, server)
@@ -733,9 +941,10 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     @app.get("/voices")
     async def voices() -> dict[str, Any]:
-        """Voices the speech engine offers."""
+        """Voices the speech engine offers, and espeak-ng's variants (voice=en-us+f3)."""
         found = await run_in_threadpool(server.speaker.voices)
-        return {**server.speaker.describe(), "voices": found}
+        variants = await run_in_threadpool(server.speaker.variants)
+        return {**server.speaker.describe(), "voices": found, "variants": variants}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -754,9 +963,11 @@ def _routes(app: FastAPI, server: Server) -> None:
         return server.status()
 
     @app.post("/debug/config")
-    async def debug_config(change: DebugConfig) -> dict[str, Any]:
+    async def debug_config(change: DebugConfig, request: Request) -> dict[str, Any]:
         """Turn debug saving on/off: frames (JPEG) and audio (wav) of each request go to
-        outputs/<name>/debug/<request id>/."""
+        outputs/<name>/debug/<request id>/, within the per-request and total limits. Needs
+        the operator's token (X-Debug-Token) when one is set, and on a non-loopback server."""
+        server.check_debug_token(request.headers.get(DEBUG_TOKEN_HEADER))
         for key, value in change.model_dump(exclude_none=True).items():
             server.debug[key] = value
         log.info("debug settings: %s", server.debug)
@@ -800,9 +1011,13 @@ def serve(settings: ServerSettings) -> None:
     """Load the person and serve until interrupted (Ctrl-C)."""
     import uvicorn
 
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if not settings.loopback:
         log.warning("serving on %s: anyone who can reach this address can use the model "
-                    "(there is no authentication)", settings.host)
+                    "(there is no authentication); debug changes need --debug-token",
+                    settings.host)
+        if set(settings.allowed_hosts) <= set(LOOPBACK_HOSTS):
+            log.warning("only the host names %s are answered; add the names clients use "
+                        "with --allowed-host", ", ".join(settings.allowed_hosts))
     _fix_mmap_threshold()
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",

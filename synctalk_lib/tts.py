@@ -29,6 +29,11 @@ from scipy.signal import resample_poly
 log = logging.getLogger(__name__)
 
 MAX_CHARS = 5000  # default cap on input text; a server must not let one request hog the lock
+# espeak_SetVoiceByName copies the name into char[60] and "!v/" + the variant into a static
+# char[40] with sprintf: a variant of 37+ characters aborts the process (buffer overflow), so
+# names are checked against these limits and against the installed voices before any C call.
+MAX_VOICE_CHARS = 50
+MAX_VARIANT_CHARS = 30
 DEFAULT_PITCH = 50  # espeak's own default on its 0..100 scale
 
 # Constants of espeak-ng's speak_lib.h
@@ -176,6 +181,56 @@ class _Engine:
             i += 1
         return sorted(set(filter(None, names)))
 
+    def variants(self) -> list[str]:
+        """Names usable after '+' ("f3", "klatt"): the voices espeak lists for "variant"."""
+        spec = _Voice()
+        spec.languages = b"variant"
+        entries = self.lib.espeak_ListVoices(ctypes.byref(spec))
+        names = []
+        i = 0
+        while entries[i]:
+            identifier = (entries[i].contents.identifier or b"").decode("utf-8", "replace")
+            if identifier.startswith("!v/"):
+                names.append(identifier[3:])
+            i += 1
+        return sorted(set(names))
+
+    def base_names(self) -> set[str]:
+        """Lower-cased names espeak_SetVoiceByName or our language fallback accept before a
+        '+': language tags, voice file names ("en-US" of "gmw/en-US") and voice names."""
+        entries = self.lib.espeak_ListVoices(None)
+        names = set(self.voices())
+        i = 0
+        while entries[i]:
+            voice = entries[i].contents
+            for raw in (voice.name, (voice.identifier or b"").rsplit(b"/", 1)[-1]):
+                if raw:
+                    names.add(raw.decode("utf-8", "replace"))
+            i += 1
+        return {n.lower() for n in names}
+
+    def check_voice(self, voice: str) -> None:
+        """ValueError unless `voice` is an installed voice with an installed variant, within
+        the lengths espeak's fixed buffers hold; only ListVoices has run so far."""
+        base, plus, variant = voice.partition("+")
+        problem = None
+        if not base or len(voice) > MAX_VOICE_CHARS:
+            problem = f"a voice name has 1..{MAX_VOICE_CHARS} characters"
+        elif plus and not 0 < len(variant) <= MAX_VARIANT_CHARS:
+            problem = f"a variant after '+' has 1..{MAX_VARIANT_CHARS} characters"
+        elif base.lower() not in self.base_names():
+            problem = f"no voice {base!r} is installed"
+        elif plus and variant not in self.variants():
+            sample = ", ".join(self.variants()[:12])
+            problem = f"no variant {variant!r} is installed (e.g. {sample}; see tts.list_variants())"
+        if problem:
+            valid = self.voices()
+            sample = ", ".join(v for v in valid if v.startswith("en")) or ", ".join(valid[:10])
+            raise ValueError(
+                f"unknown espeak-ng voice {voice[:80]!r}: {problem}; try one of: {sample} "
+                f"(tts.list_voices() lists all {len(valid)})"
+            )
+
     def _set_voice(self, voice: str) -> bool:
         """Select by voice file name ("en-us", "en-us+f3"), else by language tag: several
         listed tags ("en-gb" among them) name no file of their own."""
@@ -188,6 +243,7 @@ class _Engine:
         return self.lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == _EE_OK
 
     def synth(self, text: str, voice: str, wpm: int, pitch: int) -> tuple[np.ndarray, list]:
+        self.check_voice(voice)
         if not self._set_voice(voice):
             valid = self.voices()
             sample = ", ".join(v for v in valid if v.startswith("en")) or ", ".join(valid[:10])
@@ -254,6 +310,20 @@ def list_voices() -> list[str]:
         return engine.voices()
 
 
+def list_variants() -> list[str]:
+    """Voice variants of the installed espeak-ng, used as "<voice>+<variant>" (en-us+f3)."""
+    with _session() as engine:
+        return engine.variants()
+
+
+def check_text(text: str) -> None:
+    """ValueError for a NUL: espeak reads text as a C string and would stop speaking there."""
+    if "\0" in text:
+        at = text.index("\0")
+        raise ValueError(f"text contains a NUL character (\\x00) at position {at}; remove it "
+                         "(newlines and tabs are fine)")
+
+
 def synthesize(
     text: str,
     voice: str = "en-us",
@@ -266,7 +336,8 @@ def synthesize(
 
     Args:
         text: plain UTF-8 text (no SSML); 1..max_chars characters after stripping.
-        voice: espeak-ng language tag, see `list_voices()`.
+        voice: espeak-ng language tag, see `list_voices()`, optionally with a variant:
+            "en-us+f3" (see `list_variants()`); anything else is a ValueError.
         wpm: speaking rate in words per minute (espeak accepts 80..450).
         pitch: 0..100 on espeak's scale; None keeps the voice's default (50).
         sample_rate: output rate; espeak speaks at 22.05 kHz and we resample (polyphase).
@@ -275,6 +346,7 @@ def synthesize(
     Returns:
         `Speech` with float32 mono audio and phoneme start times in seconds.
     """
+    check_text(text)
     text = text.strip()
     if not text:
         raise ValueError("text is empty; pass at least one word to speak")
@@ -304,4 +376,5 @@ def synthesize(
     return Speech(audio=audio, sample_rate=sample_rate, phonemes=phonemes)
 
 
-__all__ = ["MAX_CHARS", "Speech", "TTSError", "list_voices", "synthesize"]
+__all__ = ["MAX_CHARS", "Speech", "TTSError", "check_text", "list_variants", "list_voices",
+           "synthesize"]

@@ -442,3 +442,38 @@ def test_still_reference_is_a_closed_mouth_training_frame(avatar, trained_person
     template_ref = _load(trained_person, backend="onnx",
                          overrides={"infer.reference": "template"})
     assert template_ref.reference_patch is None
+
+
+@pytest.mark.parametrize("name", ["folder", "no_suffix"])
+def test_bad_output_path_fails_before_rendering(avatar, speech, tmp_path, name):
+    """An existing folder used to fail at the final rename, after the whole render."""
+    out = tmp_path / name
+    if name == "folder":
+        out.mkdir()
+    rendered = []
+
+    def templates():  # notes every frame the render starts
+        for t in itertools.count():
+            rendered.append(t)
+            yield 0
+
+    with pytest.raises(media.MediaError, match="is a folder" if name == "folder" else "end in"):
+        avatar.render(speech, out, template_indices=templates(), progress=False)
+    assert rendered == [] and [p.name for p in tmp_path.iterdir()] == (
+        ["folder"] if name == "folder" else [])
+
+
+def test_cli_infer_into_a_folder_is_a_clear_error(trained_person, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "videos"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "synctalk_lib", "infer", "--name", trained_person.name,
+         "--root", str(trained_person.dataset_root), "--checkpoints",
+         str(trained_person.checkpoints_root), "--audio", str(trained_person.heldout_wav),
+         "--out", str(out), "--no-progress"], check=False, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "is a folder" in proc.stderr and not list(out.iterdir())

@@ -58,3 +58,22 @@ def test_face_alignment_without_weights_says_where_to_put_them(tmp_path):
     cfg = LandmarkConfig(backend="face_alignment", face_alignment_dir=str(tmp_path))
     with pytest.raises(landmarks.LandmarkError, match="never downloads"):
         landmarks.make_detector(cfg)
+
+
+def test_a_cli_run_shows_no_native_log_chatter(face_video, tmp_path):
+    """MediaPipe's C++ side printed absl `W0000 …` and TFLite `INFO: …` lines on every run."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "synctalk_lib", "preprocess", "--name", "quiet", "--root",
+         str(tmp_path), "--video", str(face_video), "--preset", "tiny"],
+        check=False, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TQDM_DISABLE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "preprocessed 50 frames" in proc.stdout
+    chatter = [line for line in proc.stderr.splitlines()
+               if line.startswith(("W0000", "I0000", "INFO: Created", "WARNING: All log"))]
+    assert not chatter, chatter
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,7 +53,15 @@ def app_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client(trained_person, avatar, app_dir):
     app = server.create_app(_settings(trained_person, app_dir), avatar)
-    with fastapi_testclient.TestClient(app) as c:
+    with fastapi_testclient.TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        yield c
+
+
+@contextlib.contextmanager
+def _client_for(settings: server.ServerSettings, avatar):
+    """A TestClient of a second app on the shared avatar, with other settings."""
+    with fastapi_testclient.TestClient(server.create_app(settings, avatar),
+                                       base_url="http://localhost") as c:
         yield c
 
 
@@ -135,6 +145,7 @@ def test_tts_audio_is_the_spoken_text_as_wav(client):
 def test_voices_lists_espeak_languages(client):
     body = client.get("/voices").json()
     assert body["engine"] == "espeak" and "en-us" in body["voices"] and "de" in body["voices"]
+    assert "f3" in body["variants"]
 
 
 def test_stream_gives_the_audio_then_every_frame_in_sync(client, avatar):
@@ -218,6 +229,9 @@ def test_debug_mode_saves_frames_and_audio(client, app_dir, trained_person):
     ({"text": "word " * 60}, 422, "limit is 200"),
     ({}, 422, "text"),
     ({"text": "hi", "voice": "xx-nonsense"}, 422, "unknown espeak-ng voice"),
+    ({"text": "hi", "voice": "en-us+zzz"}, 422, "no variant 'zzz'"),
+    ({"text": "hi", "voice": "en-us+../../etc/passwd"}, 422, "unknown espeak-ng voice"),
+    ({"text": "hello\x00world"}, 422, "NUL character"),
     ({"text": "hello", "speed": 7}, 422, "speed"),
     ({"text": "."}, 422, "long"),
     ({"text": "hello", "name": "somebody-else"}, 404, "not 'somebody-else'"),
@@ -305,6 +319,86 @@ def test_settings_come_from_env_and_flags_win(monkeypatch, trained_person, tmp_p
     assert server.ServerSettings(name="x").host == "127.0.0.1"  # loopback unless told
 
 
+def test_tts_audio_checks_voice_and_text_too(client):
+    for params, words in [({"text": "hi", "voice": "en-us+zzz"}, "no variant"),
+                          ({"text": "hi", "voice": "en-us+" + "a" * 37}, "characters"),
+                          ({"text": "a\x00b"}, "NUL")]:
+        resp = client.get("/get-tts-audio", params=params)
+        assert resp.status_code == 422 and words in resp.json()["detail"]
+    ok = client.get("/get-tts-audio", params={"text": "line one\n\tline two", "voice": "en-us+f3"})
+    assert ok.status_code == 200
+
+
+# ------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("127.0.0.1", 200), ("127.0.0.1:8000", 200), ("localhost:1234", 200), ("LOCALHOST", 200),
+    ("[::1]:8000", 200), ("evil.example", 400), ("evil.example:8000", 400),
+    ("localhost.evil.example", 400), ("127.0.0.1.nip.io", 400), ("", 400)])
+def test_only_loopback_host_names_are_answered_by_default(client, host, status):
+    resp = client.get("/health", headers={"host": host})
+    assert resp.status_code == status, resp.text
+    if status == 400:
+        assert "allowed-host" in resp.json()["detail"]
+
+
+def test_allowed_hosts_are_configurable(trained_person, avatar, tmp_path):
+    settings = _settings(trained_person, tmp_path, allowed_hosts=["avatar.lan"])
+    with _client_for(settings, avatar) as c:
+        assert c.get("/health", headers={"host": "avatar.lan:8000"}).status_code == 200
+        assert c.get("/health", headers={"host": "localhost"}).status_code == 400
+    with _client_for(_settings(trained_person, tmp_path, allowed_hosts=["*"]), avatar) as c:
+        assert c.get("/health", headers={"host": "anything.example"}).status_code == 200
+
+
+def test_debug_changes_need_a_token_beyond_loopback(trained_person, avatar, tmp_path):
+    on = {"enabled": True}
+    with _client_for(_settings(trained_person, tmp_path, host="0.0.0.0"), avatar) as c:
+        resp = c.post("/debug/config", json=on)
+        assert resp.status_code == 403 and "--debug-token" in resp.json()["detail"]
+        assert not c.get("/debug/status").json()["enabled"]
+    settings = _settings(trained_person, tmp_path, host="0.0.0.0", debug_token="s3cret")
+    with _client_for(settings, avatar) as c:
+        for headers in ({}, {"X-Debug-Token": "wrong"}):
+            assert c.post("/debug/config", json=on, headers=headers).status_code == 403
+        resp = c.post("/debug/config", json=on, headers={"X-Debug-Token": "s3cret"})
+        assert resp.status_code == 200 and resp.json()["enabled"]
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_debug_saving_stays_within_its_limits(trained_person, avatar, tmp_path):
+    per_request, total = 60_000, 150_000
+    settings = _settings(trained_person, tmp_path, debug=True,
+                         debug_max_request_mb=per_request / 2**20,
+                         debug_max_total_mb=total / 2**20)
+    with _client_for(settings, avatar) as c:
+        ids = [_lines(c.get("/generate", params={"text": f"Debug number {i}."}))[0]["request"]
+               for i in range(4)]
+        status = c.get("/debug/status").json()
+    debug = settings.debug_folder
+    kept = sorted(p.name for p in debug.iterdir())
+    assert kept == ids[-len(kept):] and ids[0] not in kept  # the oldest went first
+    assert all(_folder_bytes(debug / i) <= per_request for i in kept)
+    assert _folder_bytes(debug) <= total and status["saved_mb"] <= total / 2**20
+    assert status["skipped_files"] > 0  # each request had more frames than its budget
+    assert all((debug / i / "audio.wav").is_file() for i in kept)  # saved first
+
+
+def test_a_request_past_its_deadline_is_cut_and_frees_its_slot(trained_person, avatar,
+                                                               tmp_path):
+    settings = _settings(trained_person, tmp_path, request_timeout_s=0.3)
+    with _client_for(settings, avatar) as c:
+        resp = c.post("/generate", json={"text": "A sentence that takes a while. " * 6})
+        assert resp.status_code == 503 and "longer than 0.3 s" in resp.json()["detail"]
+        status = c.get("/debug/status").json()
+    assert status["requests"]["active"] == 0 and status["timeouts"]["deadline"] == 1
+    assert status["temp_files"] == 0
+
+
 # ------------------------------------------------------------------------- Piper
 
 
@@ -388,6 +482,9 @@ def _rss_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * 4096 / 2**20
 
 
+SEND_TIMEOUT_S = 3.0  # the live server's, short so that the slow-reader test takes seconds
+
+
 @pytest.fixture(scope="module")
 def live_server(trained_person, tmp_path_factory):
     """`python -m synctalk_lib serve` in a subprocess on a free loopback port."""
@@ -396,7 +493,7 @@ def live_server(trained_person, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNCTALK_TEMP_DIR": str(tmp / "server-tmp"),
-           "SYNCTALK_MAX_TEXT_CHARS": "2000"}
+           "SYNCTALK_MAX_TEXT_CHARS": "2000", "SYNCTALK_SEND_TIMEOUT_S": str(SEND_TIMEOUT_S)}
     cmd = [sys.executable, "-m", "synctalk_lib", "serve", "--name", trained_person.name,
            "--root", str(trained_person.dataset_root), "--checkpoints",
            str(trained_person.checkpoints_root), "--outputs", str(tmp / "outputs"),
@@ -508,6 +605,63 @@ def test_client_that_disconnects_stops_the_work(live_server):
     job = status["recent"][0]
     assert job["status"] == "cancelled" and job["frames_out"] < n_frames / 2
     assert status["requests"]["active"] == 0
+
+
+def test_long_voice_variant_cannot_kill_the_server(live_server):
+    """A 40-character variant used to abort the process inside libespeak-ng."""
+    url, proc, _ = live_server
+    for path in ("/get-tts-audio", "/generate"):
+        resp = httpx.get(f"{url}{path}", params={"text": "hello", "voice": "en-us+" + "a" * 40},
+                         timeout=30)
+        assert resp.status_code == 422 and "unknown espeak-ng voice" in resp.json()["detail"]
+    assert proc.poll() is None and httpx.get(f"{url}/health", timeout=5).status_code == 200
+
+
+def test_a_client_that_stops_reading_loses_its_slot(live_server):
+    """A raw socket with a tiny receive buffer reads ~2 KB/s: once the buffers are full, a
+    write waits longer than the send timeout, and the request is cut while the client is
+    still connected (before, it held its slot for as long as it kept reading slowly)."""
+    url, _, _ = live_server
+    host, port = url.removeprefix("http://").split(":")
+    text = "This sentence is long enough to take a good while to animate. " * 15
+    query = httpx.QueryParams({"text": text})
+    before = [j["id"] for j in httpx.get(f"{url}/debug/status", timeout=5).json()["recent"]]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET /generate?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    stop = threading.Event()
+    received = []
+
+    def read_slowly() -> None:
+        while not stop.is_set():
+            data = sock.recv(256)
+            if not data:
+                break
+            received.append(len(data))
+            time.sleep(0.125)  # 2 KB/s
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    t0 = time.monotonic()
+    try:
+        while True:
+            status = httpx.get(f"{url}/debug/status", timeout=5).json()
+            ours = [j for j in status["recent"] if j["id"] not in before]
+            if ours and ours[0]["status"] != "running":
+                break
+            assert time.monotonic() - t0 < 6 * SEND_TIMEOUT_S, "the slow client kept its slot"
+            time.sleep(0.2)
+        freed = time.monotonic() - t0
+        assert reader.is_alive()  # still connected and reading: a slow client, not a gone one
+    finally:
+        stop.set()
+        sock.close()
+    job = ours[0]
+    assert job["status"] == "cancelled" and job["frames_out"] < job["n_frames"]
+    assert status["requests"]["active"] == 0 and status["timeouts"]["send"] >= 1
+    assert sum(received) < 200_000
+    print(f"\nslow reader: slot freed after {freed:.1f} s, {sum(received)} bytes read")
 
 
 def test_server_stops_cleanly_and_removes_its_temp_folder(live_server):

@@ -1,5 +1,8 @@
 """espeak-ng speech through ctypes: audio, phoneme timing, errors, repeatability."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -70,3 +73,41 @@ def test_listed_english_voices_speak():
     assert "en-gb" in english
     for voice in english:
         assert tts.synthesize("Good morning.", voice=voice).duration > 0.3, voice
+
+
+def test_long_variants_are_refused_before_reaching_espeak():
+    """A 37+ character variant overflowed a fixed buffer in espeak_SetVoiceByName (SIGABRT), so
+    this runs in a child process: a regression must not kill pytest."""
+    code = ("import sys; from synctalk_lib import tts\n"
+            "for voice in sys.argv[1:]:\n"
+            "    try:\n        tts.synthesize('hi', voice=voice)\n"
+            "    except ValueError as exc:\n        print('refused:', exc)\n")
+    voices = [f"en-us+{'a' * n}" for n in (37, 40, 200)]
+    result = subprocess.run([sys.executable, "-c", code, *voices], check=False,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-500:])
+    refusals = result.stdout.splitlines()
+    assert len(refusals) == 3 and all("unknown espeak-ng voice" in r and "characters" in r
+                                      for r in refusals), refusals
+
+
+@pytest.mark.parametrize("voice", ["en-us+zzz", "en-us+../../etc/passwd", "en-us+f3+f4",
+                                   "de+", "+f3", "en-us\0", "x" * 300])
+def test_voices_and_variants_must_be_installed(voice):
+    with pytest.raises(ValueError, match="unknown espeak-ng voice"):
+        tts.synthesize("Hello", voice=voice)
+
+
+def test_installed_variants_speak():
+    variants = tts.list_variants()
+    assert {"f3", "klatt"} <= set(variants)
+    assert all(len(v) <= tts.MAX_VARIANT_CHARS for v in variants)
+    plain = tts.synthesize("Good morning.", voice="en-us")
+    female = tts.synthesize("Good morning.", voice="en-us+f3")
+    assert female.duration > 0.3 and not np.array_equal(plain.audio[:1000], female.audio[:1000])
+
+
+def test_nul_in_text_is_refused_not_cut():
+    with pytest.raises(ValueError, match=r"NUL character \(\\x00\) at position 5"):
+        tts.synthesize("hello\x00world")
+    assert tts.synthesize("hello\n\tworld").duration > tts.synthesize("hello").duration
