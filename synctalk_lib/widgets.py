@@ -44,17 +44,35 @@ MAX_BATCH = 64  # frames per reply to the browser, however many it asks for
 HERE = Path(__file__).parent
 
 
-def _as_sets(clips: Mapping[str, Any] | Sequence[Any]) -> dict[str, np.ndarray]:
+def _shrink(frame: np.ndarray, height: int | None) -> np.ndarray:
+    if height is None or frame.shape[0] == height:
+        return frame
+    width = max(round(frame.shape[1] * height / frame.shape[0]), 1)
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _clip(label: str, frames: Any, height: int | None) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB of one set. Frames that come one by one (a list, a generator)
+    are brought to `height` as they come, so a long full-resolution clip is never held whole."""
+    if isinstance(frames, np.ndarray):
+        arr = frames
+    else:
+        arr = [_shrink(np.asarray(f), height) if np.ndim(f) == 3 else np.asarray(f)
+               for f in frames]
+        arr = np.stack(arr) if arr and len({a.shape for a in arr}) == 1 else np.asarray(
+            arr, dtype=object)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
+        raise ValueError(f"clip {label!r} is {arr.dtype} {arr.shape}; expected (N, H, W, 3) "
+                         "uint8 RGB frames with N > 0")
+    return arr
+
+
+def _as_sets(clips: Mapping[str, Any] | Sequence[Any],
+             height: int | None = None) -> dict[str, np.ndarray]:
     """{label: (N, H, W, 3) uint8 RGB} from a mapping, or a sequence labelled A, B, …"""
     items = clips.items() if isinstance(clips, Mapping) else (
         (chr(ord("A") + i), c) for i, c in enumerate(clips))
-    sets = {}
-    for label, frames in items:
-        arr = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
-            raise ValueError(f"clip {label!r} is {arr.dtype} {arr.shape}; expected (N, H, W, 3) "
-                             "uint8 RGB frames with N > 0")
-        sets[str(label)] = arr
+    sets = {str(label): _clip(str(label), frames, height) for label, frames in items}
     if not sets:
         raise ValueError("no clips to preview; pass e.g. {'real': frames, 'generated': frames}")
     return sets
@@ -105,6 +123,9 @@ class LipSyncPreview(anywidget.AnyWidget):
         scores: (N,) per-frame sync score to show (e.g. `SyncScore.frame_confidence`).
         scale: display size of the frames relative to their own (1 = pixel for pixel); below 1
             the frames are shrunk before they are sent.
+        height: instead of `scale`, show every set at this height in pixels; frames passed one
+            by one (a list or a generator, e.g. `VideoFrames.iter_frames()`) are shrunk to it
+            as they are read.
         batch: frames the browser asks for at a time, ahead of the playhead.
     """
 
@@ -129,10 +150,11 @@ class LipSyncPreview(anywidget.AnyWidget):
     def __init__(self, clips: Mapping[str, Any] | Sequence[Any], wav: np.ndarray | None = None,
                  *, fps: float = 25, sample_rate: int = 16_000,
                  scores: np.ndarray | None = None, score_label: str = "sync confidence",
-                 scale: float = 1.0, batch: int = 25, title: str = ""):
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, not {scale}")
-        self.sets = _as_sets(clips)
+                 scale: float = 1.0, height: int | None = None, batch: int = 25,
+                 title: str = ""):
+        if not scale > 0 or (height is not None and height < 1):
+            raise ValueError(f"scale must be > 0 and height >= 1, not {scale} and {height}")
+        self.sets = _as_sets(clips, height)
         lengths = {k: len(v) for k, v in self.sets.items()}
         n_frames = min(lengths.values())
         if len(set(lengths.values())) > 1:
@@ -145,8 +167,9 @@ class LipSyncPreview(anywidget.AnyWidget):
             log.warning("%d scores for %d frames; frames past the end show no score",
                         len(score_values), n_frames)
         self.score_values = score_values
-        sizes = [[max(round(f.shape[2] * scale), 1), max(round(f.shape[1] * scale), 1)]
-                 for f in self.sets.values()]
+        factors = [scale if height is None else height / f.shape[1] for f in self.sets.values()]
+        sizes = [[max(round(f.shape[2] * k), 1), max(round(f.shape[1] * k), 1)]
+                 for f, k in zip(self.sets.values(), factors)]
         views = [SIDE_BY_SIDE, *self.sets] if len(self.sets) > 1 else list(self.sets)
         width = sum(w for w, _ in sizes) + GAP * (len(sizes) - 1)
         self._strip = waveform_strip(self.wav, n_frames, score_values, width=width)

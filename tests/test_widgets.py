@@ -89,6 +89,16 @@ def test_scale_shrinks_frames_and_waveform_together(clips):
         widgets.LipSyncPreview([real], scale=0)
 
 
+def test_height_brings_every_set_to_it_and_frames_read_one_by_one_shrink_as_they_come(clips):
+    real, _, wav = clips
+    big = np.repeat(np.repeat(real, 2, axis=1), 2, axis=2)  # 160x128
+    p = widgets.LipSyncPreview({"real": real, "big": (f for f in big)}, wav, height=40)
+    assert p.sizes == [[32, 40], [32, 40]]
+    assert p.sets["big"].shape == (N, 40, 32, 3)  # the generator's frames were shrunk on reading
+    assert p.sets["real"].shape == real.shape  # an array is shrunk when sent
+    assert _decode(p.frame_jpegs(0, 1)[0]).shape == (40, 32, 3)
+
+
 def test_waveform_cursor_moves_with_the_frame(clips):
     real, _, wav = clips
     p = widgets.LipSyncPreview([real], wav)
@@ -137,5 +147,7 @@ def test_bad_frames_are_refused_with_the_expected_layout():
         widgets.LipSyncPreview({"real": np.zeros((4, 8, 8), np.uint8)})
     with pytest.raises(ValueError, match="uint8"):
         widgets.LipSyncPreview([np.zeros((4, 8, 8, 3), np.float32)])
+    with pytest.raises(ValueError, match="object"):  # frames of different sizes
+        widgets.LipSyncPreview([[np.zeros((8, 8, 3), np.uint8), np.zeros((4, 8, 3), np.uint8)]])
     with pytest.raises(ValueError, match="no clips"):
         widgets.LipSyncPreview({})
