@@ -4,7 +4,8 @@
 // as late; the picture never runs behind the sound by more than the frames that are missing.
 // Frames come from the kernel in batches of `batch`, asked for just ahead of the playhead and
 // dropped again when far from it, so a long clip stays light. State for tests and curious
-// users is on the root element: data-shown (frame on screen), data-playing, data-late.
+// users is on the root element: data-shown (frame on screen), data-playing, data-late
+// (refreshes whose frame had not arrived) and data-tick (performance.now() of the last one).
 
 const KEEP_BATCHES = 12; // decoded batches kept around the playhead
 
@@ -161,6 +162,7 @@ function render({ model, el: host }) {
     }
     if (shown !== i && !draw(i)) late += 1;
     root.dataset.late = String(late);
+    root.dataset.tick = String(performance.now()); // when the page last got to refresh
     const ended = audio ? audio.ended : clock() * fps >= n;
     if (ended) stop(); else raf = requestAnimationFrame(tick);
   }

@@ -62,7 +62,8 @@ READ = f"""() => {{
     for (let b = 0; b < {BITS}; b++) if (d[4 * (b * {BLOCK} + {BLOCK // 2})] > 127) n |= 1 << b;
     return {{drawn: n, time: a.currentTime, paused: a.paused, ended: a.ended,
              playing: root.dataset.playing, shown: Number(root.dataset.shown),
-             late: Number(root.dataset.late)}};
+             late: Number(root.dataset.late),
+             since: performance.now() - Number(root.dataset.tick || 0)}};
 }}"""
 
 BOXES = """() => {
@@ -189,14 +190,25 @@ def test_play_keeps_the_picture_on_the_sound_for_the_whole_clip(widget_page):
         samples.append(s)
         time.sleep(0.02)
     end = page.evaluate(READ)
-    errors = [s["drawn"] - int(s["time"] * FPS + 1e-6) for s in samples if not s["ended"]]
+    frame_ms = 1000 / FPS
+    playing = [s for s in samples if not s["ended"]]
+    # a sample taken while the page itself had not refreshed for over a frame (a loaded machine
+    # starves the renderer; 7 % of them with two trainings running) says nothing about the
+    # widget: counted, and kept few
+    live = [s for s in playing if s["since"] <= frame_ms]
+    errors = [s["drawn"] - int(s["time"] * FPS + 1e-6) for s in live]
+    stalled = [s["drawn"] - int(s["time"] * FPS + 1e-6) for s in playing if s["since"] > frame_ms]
     times = [s["time"] for s in samples]
     print(f"\nplay: {len(samples)} samples over {times[0]:.2f}-{times[-1]:.2f} s, picture minus "
           f"sound {min(errors)}..{max(errors)} frames ({dict(sorted(Counter(errors).items()))}), "
+          f"{len(stalled)} taken while the page had not refreshed for a frame "
+          f"({dict(sorted(Counter(stalled).items()))}), "
           f"{len({s['drawn'] for s in samples})} distinct frames seen, {end['late']} late "
           f"refreshes; at the end frame {end['drawn']} at {end['time']:.2f} s")
     assert len(samples) > 50 and times[0] < 0.5 and times[-1] > N_FRAMES / FPS - 0.5
     assert all(abs(e) <= 1 for e in errors), errors
+    assert max(s["time"] for s in live) > N_FRAMES / FPS - 0.5  # judged up to the clip's end
+    assert len(stalled) <= 0.25 * len(playing), stalled
     assert end["ended"] and end["drawn"] == end["shown"] == N_FRAMES - 1
     assert len({s["drawn"] for s in samples}) > 0.5 * N_FRAMES  # it moved, not just jumped
     assert not problems, problems
