@@ -5,7 +5,8 @@
 // Frames come from the kernel in batches of `batch`, asked for just ahead of the playhead and
 // dropped again when far from it, so a long clip stays light. State for tests and curious
 // users is on the root element: data-shown (frame on screen), data-playing, data-late
-// (refreshes whose frame had not arrived) and data-tick (performance.now() of the last one).
+// (refreshes whose frame had not arrived), data-tick (performance.now() of the last one) and
+// data-cached (frames held).
 
 const KEEP_BATCHES = 12; // decoded batches kept around the playhead
 
@@ -106,16 +107,19 @@ function render({ model, el: host }) {
   }
 
   model.on("msg:custom", async (msg, buffers) => {
-    if (msg.type !== "frames") return;
+    if (msg.type !== "frames" || !asked.has(msg.start)) return; // dropped while on its way
     const k = labels.length;
+    const decoded = await Promise.all(buffers.map(
+      (b) => createImageBitmap(new Blob([b], { type: "image/jpeg" }))));
+    if (!asked.has(msg.start)) { decoded.forEach((b) => b.close()); return; }
     for (let i = msg.start; i < msg.stop; i++) {
       const j = (i - msg.start) * k;
-      const blobs = buffers.slice(j, j + k).map((b) => new Blob([b], { type: "image/jpeg" }));
-      frames.set(i, await Promise.all(blobs.map((b) => createImageBitmap(b))));
+      frames.set(i, decoded.slice(j, j + k));
     }
     if (!playing && shown !== wanted) draw(wanted);
     if (onReady && frames.has(wanted)) { onReady(); onReady = null; }
     forgetFar();
+    root.dataset.cached = String(frames.size);
   });
 
   function describe(i) {

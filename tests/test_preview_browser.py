@@ -171,7 +171,10 @@ def test_every_view_fits_the_window_at_the_frames_own_size(widget_page):
         assert box["stage"] == first["stage"] and box["root"] == first["root"], view  # no jumps
         assert box["captionScroll"] <= box["caption"][2] + 1  # nothing cut off
         assert all(fits for _, fits in box["views"]), box["views"]
-    print(f"\nwidget {first['root'][2]:.0f}x{first['root'][3]:.0f} px in every view")
+    cached = int(page.get_attribute(".stp-root", "data-cached"))
+    assert 0 < cached <= 2 * 25 < N_FRAMES  # frames come when needed, not the clip at once
+    print(f"\nwidget {first['root'][2]:.0f}x{first['root'][3]:.0f} px in every view, "
+          f"{cached} of {N_FRAMES} frames in the page before playing")
     assert not problems, problems
 
 
