@@ -23,5 +23,8 @@ $PIP install -e ".[dev]"
 $PIP install --no-deps "mediapipe==0.10.21"
 # librosa's first mel call compiles numba kernels (~16 s); pay that once here.
 "$VENV/bin/python" -c "import librosa, numpy as np; librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)" >/dev/null
-"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+# the venv's kernel, inside the venv (not ~/.local): notebooks ask for "python3", and JupyterLab
+# lists it under a name that says which environment it is
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 \
+  --display-name "Python 3 (SyncTalk .venv)" >/dev/null
 touch "$STAMP"

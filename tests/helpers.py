@@ -1,7 +1,13 @@
-"""Helpers for tests: synthetic talking-face clips and the optional shared sample data."""
+"""Helpers for tests: synthetic talking-face clips, the optional shared sample data and the
+system Chromium for the browser tests."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +74,49 @@ def short_person(root: Path, overrides: dict):
                                 checkpoints_root=root / "checkpoints", steps=4, syncnet_steps=10,
                                 progress=False)
     return root, cfg, result
+
+
+# ------------------------------------------------------------------------------ the browser
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+NO_CHROMIUM = "no Chromium on this machine (Debian: apt-get install -y chromium)"
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@cache
+def chromium() -> str | None:
+    """The system Chromium, installed from Debian packages when missing if we are root on
+    Debian/Ubuntu (~25 s; SYNCTALK_INSTALL_CHROMIUM=0 turns that off); None when it can't be
+    had. Playwright drives it as it is: no browser download (there is no network for one)."""
+    found = _find_chromium()
+    may_install = (os.environ.get("SYNCTALK_INSTALL_CHROMIUM", "1") != "0"
+                   and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"))
+    if found or not may_install:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                ["apt-get", "update"],
+                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if cmd[1] == "install" and done.returncode == 0:
+            return _find_chromium()
+    return None
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,10 +5,6 @@ turns that off); otherwise, or without Playwright, the tests skip."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,46 +14,14 @@ import pytest
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
+from helpers import CHROMIUM_ARGS, NO_CHROMIUM, chromium, free_port
+
 from synctalk_lib import media, server
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "outputs" / "server" / "screenshot.png"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
-
-
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
-def _chromium() -> str | None:
-    """The system Chromium, installed from Debian packages if allowed and possible."""
-    found = _find_chromium()
-    may_install = (os.environ.get("SYNCTALK_INSTALL_CHROMIUM", "1") != "0"
-                   and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"))
-    if found or not may_install:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                ["apt-get", "update"],
-                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if cmd[1] == "install" and done.returncode == 0:
-            return _find_chromium()
-    return None
-
-
-CHROMIUM = _chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine "
-                                "(Debian: apt-get install -y chromium)")
+CHROMIUM = chromium()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +33,7 @@ def page_url(trained_person, tmp_path_factory):
         checkpoints_root=trained_person.checkpoints_root, output_root=tmp / "outputs",
         temp_dir=tmp / "server-tmp")
     app = server.create_app(settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=web.run, daemon=True)
     thread.start()
