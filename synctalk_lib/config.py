@@ -235,7 +235,7 @@ class InferConfig:
     min_silence_s: float = 0.3  # shorter pauses count as speech (the mouth just closes)
     # a pause frame gets the one closed-mouth pause window only with this many silent frames
     # after it (lips part before the sound) and before it (they close after it); frames
-    # nearer the speech keep their own window (at most 7: the window's reach)
+    # nearer the speech keep the audio's own window (lead at most 7: the window's reach)
     pause_lead_frames: int = 3
     pause_trail_frames: int = 2
     feather: float = 0.06  # width of the paste-back fade, as a fraction of the crop side
