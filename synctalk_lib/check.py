@@ -240,7 +240,7 @@ def check_recording(
         voiced_closed = _drop_short_runs(closed, _frames(cc.min_closed_voiced_s, fps), True)
 
     items = [
-        _duration_item(info, n_frames, fps, cfg),
+        _duration_item(info, n_frames, len(wav) / cfg.media.sample_rate, cfg),
         _frame_rate_item(info, cfg),
         _face_size_item(info, boxes, found, cfg),
         _face_found_item(found, fps, cfg),
@@ -334,11 +334,25 @@ def _audio_levels(wav: np.ndarray, cfg: Config) -> _AudioLevels:
 
 # ---------------------------------------------------------------- items
 
-def _duration_item(info: MediaInfo, n_frames: int, fps: float, cfg: Config) -> CheckItem:
+_TRUNCATION_S = 1.0  # decoded this much (and 5 %) shorter than the header says: cut short
+
+def _duration_item(info: MediaInfo, n_frames: int, audio_s: float, cfg: Config) -> CheckItem:
+    """The length of what was decoded: a file cut short (an interrupted copy or upload) keeps
+    its header's duration, and the header alone reported a half file as a whole one. The
+    header's duration is the longest stream's, so only video and audio both short of it (or
+    the video, without audio) count as cut."""
     cc = cfg.check
-    seconds = float(info.duration) if _finite_positive(info.duration) else n_frames / fps
+    video_s = n_frames / cfg.media.fps
+    decoded = max(video_s, audio_s)
+    stated = float(info.duration) if _finite_positive(info.duration) else decoded
+    seconds = min(stated, video_s) if n_frames else stated
     value = _fmt_duration(seconds)
     rec = _fmt_duration(cc.recommended_duration_s)
+    if n_frames and stated - decoded > max(_TRUNCATION_S, 0.05 * stated):
+        return CheckItem(DURATION, value, "warn",
+                         f"The file says {_fmt_duration(stated)} but only {value} of it could "
+                         "be decoded: it is cut short (an interrupted copy, upload or "
+                         "recording). Copy or export it again; training uses the decoded part.")
     if seconds < cc.min_duration_s:
         return CheckItem(DURATION, value, "warn",
                          f"Only {value} of video. Record about {rec} so the model sees every "

@@ -258,3 +258,19 @@ def test_accepts_the_real_media_info(template):
     )
     report = check_recording(**case)
     assert report.source == "take1.mp4" and report[FRAME_RATE].status == "pass"
+
+
+def test_a_file_cut_short_reports_its_decoded_length_and_warns(template):
+    """A recording cut in half keeps its header's duration; the check reports what was
+    decoded and says the file is cut short. Audio outlasting the video is not a cut."""
+    case = make_case(template, seconds=30, lead_s=2, tail_s=2)
+    case["info"] = FakeInfo(duration=60.0)  # the header of the whole file
+    item = check_recording(**case)[DURATION]
+    assert item.status == "warn" and "cut short" in item.advice
+    assert item.value == check_recording(**make_case(template, seconds=30, lead_s=2,
+                                                     tail_s=2))[DURATION].value
+    longer_audio = make_case(template, seconds=30, lead_s=2, tail_s=2)
+    longer_audio["info"] = FakeInfo(duration=33.0)
+    longer_audio["wav"] = np.concatenate([longer_audio["wav"],
+                                          np.zeros(3 * 16_000, np.float32)])
+    assert "cut short" not in check_recording(**longer_audio)[DURATION].advice
