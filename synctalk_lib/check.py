@@ -336,6 +336,7 @@ def _audio_levels(wav: np.ndarray, cfg: Config) -> _AudioLevels:
 
 _TRUNCATION_S = 1.0  # decoded this much (and 5 %) shorter than the header says: cut short
 
+
 def _duration_item(info: MediaInfo, n_frames: int, audio_s: float, cfg: Config) -> CheckItem:
     """The length of what was decoded: a file cut short (an interrupted copy or upload) keeps
     its header's duration, and the header alone reported a half file as a whole one. The

@@ -383,8 +383,8 @@ PRESETS: dict[str, Config] = {
         # (sync and temporal terms) show 4 moments a step for the same cost, and in that time
         # the generator learned to ignore the audio (docs/real_footage.md). 45 passes over the
         # frames, at most 45 minutes: a minute of video asks ~2700 steps and the budget cuts
-        # it to ~1600, the 8 s clips ~400. lr 2e-3: the small model is far from converged (on the demo's 300-step run it
-        # ended at val L1 0.044 against 0.058 with 1e-3)
+        # it to ~1600, the 8 s clips ~400. lr 2e-3: the small model is far from converged
+        # (on the demo's 300-step run it ended at val L1 0.044 against 0.058 with 1e-3)
         "train.window": 1, "train.batch_size": 20, "train.epochs": 45, "train.minutes": 45.0,
         "train.lr": 2e-3, "train.val_every": 100, "train.save_every": 250,
         # a patch discriminator on the mouth box: on real_talk_e the mouth's sharpness went

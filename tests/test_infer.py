@@ -92,19 +92,19 @@ def test_a_short_pause_gets_the_whole_pause_window_away_from_its_edges():
         fs.finish()
         return fs, feats
 
-    def own(t, n):
-        return feats[np.clip(np.arange(t - 8, t + 8), 0, n - 1)]
+    def own(t, feats):  # the audio's own window of frame t, edges repeated
+        return feats[np.clip(np.arange(t - 8, t + 8), 0, len(feats) - 1)]
 
     fs, feats = stream(pause_lead_frames=0, pause_trail_frames=0)
     silent = np.flatnonzero(fs.silent)
     assert silent.tolist() == list(range(20, 30))  # no window of it lies wholly inside it
     for t in range(len(feats)):
-        np.testing.assert_array_equal(fs.window(t), pause if t in silent else own(t, len(feats)))
+        np.testing.assert_array_equal(fs.window(t), pause if t in silent else own(t, feats))
     fs, feats = stream(pause_lead_frames=3, pause_trail_frames=2)
     whole = [t for t in range(len(feats)) if np.array_equal(fs.window(t), pause)]
     assert whole == list(range(22, 27))
     for t in (20, 21, 27, 28, 29):  # the pause's edges: the audio's own window
-        np.testing.assert_array_equal(fs.window(t), own(t, len(feats)))
+        np.testing.assert_array_equal(fs.window(t), own(t, feats))
     with pytest.raises(ValueError, match="pause_lead_frames"):
         stream(pause_lead_frames=8)
 
