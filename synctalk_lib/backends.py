@@ -147,12 +147,15 @@ def choose(backend: str, device: torch.device) -> str:
 
 
 def make_backend(model: unet.Generator, cfg: Config, checkpoint: str | os.PathLike,
-                 backend: str = "auto", device: str | None = None) -> Backend:
-    """The generator on the backend asked for ("auto" = fastest available, see `choose`)."""
+                 backend: str = "auto", device: str | None = None,
+                 tag: str | None = None) -> Backend:
+    """The generator on the backend asked for ("auto" = fastest available, see `choose`).
+    tag: the ONNX export's name (default: the checkpoint's stem); a model changed after
+    loading (e.g. an audio gain) needs its own."""
     dev = pick_device(device)
     backend = choose(backend, dev)
     if backend == "torch":
         return TorchBackend(model, dev)
     if dev.type != "cpu":
         log.warning("backend 'onnx' runs on CPU here (device %s ignored)", dev)
-    return cached_onnx(model, generator_inputs(cfg), Path(checkpoint), Path(checkpoint).stem)
+    return cached_onnx(model, generator_inputs(cfg), Path(checkpoint), tag or Path(checkpoint).stem)

@@ -238,6 +238,10 @@ class InferConfig:
     # nearer the speech keep the audio's own window (lead at most 7: the window's reach)
     pause_lead_frames: int = 3
     pause_trail_frames: int = 2
+    # the generator's audio code moved this many times as far from the pause window's: an
+    # L1-trained generator draws the average of the mouths the audio leaves possible and
+    # opens less than the person; pauses stay closed (docs/real_footage.md); 1 = off
+    mouth_gain: float = 1.0
     feather: float = 0.06  # width of the paste-back fade, as a fraction of the crop side
     # "face": replace only the mouth and jaw (from the landmarks' jaw contour), so the neck
     # and collar stay real; "rect": the whole masked rectangle, as SyncTalk_2D
@@ -393,6 +397,10 @@ PRESETS: dict[str, Config] = {
         # references drawn from the closed-mouth frames, as the still inference uses: the
         # opening spread went from about half the person's to about all of it (real_talk_e)
         "train.reference": "closed",
+        # the audio code 1.5x as far from the closed mouth's: on real_talk_d and _e (45-min
+        # default runs) the opening spread went from 0.52 / 0.49 of the person's to 1.03 /
+        # 0.83, opening r and sharpness up a little, pauses unchanged (docs/real_footage.md)
+        "infer.mouth_gain": 1.5,
     }),
     # unit tests: shortest smoothing so short synthetic clips behave like long ones
     # model: cpu widths at 64 px (bottleneck 2x2), milliseconds per step

@@ -19,6 +19,7 @@ import collections
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -569,17 +570,38 @@ class Avatar:
         chosen = backends.make_backend(model, cfg, path, kind, str(dev))
         log.info("%s: %s, %s", name, path.name, chosen.describe())
         if mode == "whisper":
-            return cls(name, cfg, ds, chosen, None, path, Path(output_root), speech=speech,
-                       recording_features=lambda: features.whisper_features_for(
-                           ds, speech, source))
-        if mode == "hubert":
+            avatar = cls(name, cfg, ds, chosen, None, path, Path(output_root), speech=speech,
+                         recording_features=lambda: features.whisper_features_for(
+                             ds, speech, source))
+        elif mode == "hubert":
             hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
-            return cls(name, cfg, ds, chosen, None, path, Path(output_root),
-                       speech=_hubert_for(cfg, checkpoints_root, dev),
-                       recording_features=lambda: hubert_features_for(ds, cfg, hubert_dir,
-                                                                      str(dev)))
-        encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
-        return cls(name, cfg, ds, chosen, encode, path, Path(output_root))
+            avatar = cls(name, cfg, ds, chosen, None, path, Path(output_root),
+                         speech=_hubert_for(cfg, checkpoints_root, dev),
+                         recording_features=lambda: hubert_features_for(ds, cfg, hubert_dir,
+                                                                        str(dev)))
+        else:
+            encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
+            avatar = cls(name, cfg, ds, chosen, encode, path, Path(output_root))
+        if cfg.infer.mouth_gain != 1:
+            avatar.apply_mouth_gain(model, kind, str(dev))
+        return avatar
+
+    def apply_mouth_gain(self, model: unet.Generator, kind: str, device: str) -> None:
+        """Rebuild the backend with `infer.mouth_gain` (`unet.Generator.set_audio_gain`),
+        pivoting on the pause window's audio code so pauses stay as closed as before.
+
+        The pause window is chosen first, with the plain generator: its choice compares
+        mouths drawn without the gain.
+        """
+        gain = self.cfg.infer.mouth_gain
+        window = torch.from_numpy(np.asarray(self.pause_window, np.float32)[None])
+        window = window.to(next(model.parameters()).device)
+        pivot = model.audio_latent(unet.audio_window_to_input(window, self.cfg.model.audio_mode))
+        model.set_audio_gain(gain, pivot)
+        digest = hashlib.sha256(pivot.float().cpu().numpy().tobytes()).hexdigest()[:8]
+        self.backend = backends.make_backend(model, self.cfg, self.checkpoint, kind, device,
+                                             tag=f"{self.checkpoint.stem}-gain{gain:g}-{digest}")
+        log.info("%s: mouth gain %g (%s)", self.name, gain, self.backend.describe())
 
     @functools.cached_property
     def speech_silence(self) -> np.ndarray:

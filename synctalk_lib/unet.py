@@ -278,6 +278,8 @@ class Generator(nn.Module):
         ins = (c[3], *outs[:-1])
         self.ups = nn.ModuleList(UpBlock(ins[i] + skips[i], outs[i]) for i in range(5))
         self.head = nn.Conv2d(outs[-1], 3, 1)
+        self.audio_gain = 1.0  # see set_audio_gain
+        self.register_buffer("audio_pivot", None, persistent=False)
 
     @torch.no_grad()
     def start_at_colour(self, rgb: Sequence[float]) -> None:
@@ -288,6 +290,32 @@ class Generator(nn.Module):
         """
         p = torch.as_tensor(rgb, dtype=self.head.bias.dtype).clamp(0.02, 0.98)
         self.head.bias.copy_(torch.log(p / (1 - p)))
+
+    @torch.no_grad()
+    def audio_latent(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, c4, 10, 10): what the audio branch makes of (B, *audio_shape) features."""
+        return self.audio(audio)
+
+    def set_audio_gain(self, gain: float, pivot: torch.Tensor | None = None) -> None:
+        """Scale the audio branch's output away from `pivot` ((1, c4, 10, 10), e.g. the
+        `audio_latent` of a closed mouth's audio) by `gain` from now on; 1 = off.
+
+        Why: a generator trained with an L1 loss draws the average of the mouths an audio
+        window leaves possible, which opens less than the person did; moving the audio
+        code further from the closed mouth's widens the opening while a pause (the pivot
+        itself) stays closed (docs/real_footage.md). The pivot is a non-persistent buffer:
+        checkpoints do not change, an ONNX export carries it as a constant.
+        """
+        if not 0 < gain <= 4:
+            raise ValueError(f"the audio gain (infer.mouth_gain) must lie in (0, 4], got {gain}")
+        if gain != 1 and pivot is None:
+            raise ValueError("an audio gain other than 1 needs the pivot latent")
+        self.audio_gain = float(gain)
+        if gain == 1:
+            self.audio_pivot = None
+            return
+        ref = next(self.parameters())
+        self.audio_pivot = pivot.detach().to(ref.device, ref.dtype)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig | Config) -> Generator:
@@ -312,6 +340,8 @@ class Generator(nn.Module):
         x5 = self.downs[3](x4)  # (B, 256, 20, 20)
         x6 = self.downs[4](x5)  # (B, 512, 10, 10)
         a = self.audio(audio)  # (B, 512, 10, 10)
+        if self.audio_pivot is not None:
+            a = self.audio_pivot + self.audio_gain * (a - self.audio_pivot)
         if a.shape[-2:] != x6.shape[-2:]:
             a = _resize(a, (int(x6.shape[-2]), int(x6.shape[-1])))  # only when S != 320
         x6 = self.fuse(torch.cat([x6, a], dim=1))  # (B, 256, 10, 10)

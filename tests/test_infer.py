@@ -109,6 +109,7 @@ def test_a_short_pause_gets_the_whole_pause_window_away_from_its_edges():
         stream(pause_lead_frames=8)
 
 
+
 # ------------------------------------------------------------------------- templates
 
 
@@ -351,6 +352,31 @@ def test_pauses_get_the_window_that_redraws_a_closed_mouth(trained_person, speec
     np.testing.assert_allclose(plain.pause_window, digital, atol=1e-6)
     with pytest.raises(infer.InferError, match="pause_feature"):
         _ = _load(trained_person, overrides={"infer.pause_feature": "loud"}).pause_window
+
+
+def test_mouth_gain_moves_speech_mouths_and_keeps_the_pause_mouth(trained_person, avatar):
+    """`infer.mouth_gain` scales the generator's audio code away from the pause window's:
+    the pause window draws the same mouth as without it, speech windows a different one
+    (further from the closed mouth), ONNX the same as torch, checkpoints untouched."""
+    idx = infer.still_reference_index(avatar.dataset, avatar.cfg)  # its closed mouth
+    patch = np.stack([avatar.template_patch(idx)] * 3)
+    speech_rows = avatar.recording_windows(np.array([20, 40]))
+    windows = np.concatenate([avatar.pause_window[None], speech_rows]).astype(np.float32)
+    plain = avatar.generate(patch, windows)
+    gained = _load(trained_person, backend="onnx", overrides={"infer.mouth_gain": 2.0})
+    torch_gained = _load(trained_person, backend="torch", overrides={"infer.mouth_gain": 2.0})
+    np.testing.assert_allclose(gained.pause_window, avatar.pause_window)
+    y = gained.generate(patch, windows)
+    np.testing.assert_allclose(y[0], plain[0], atol=2e-3)  # the pause: as before
+    np.testing.assert_allclose(torch_gained.generate(patch, windows), y, atol=2e-3)
+    torch_plain = _load(trained_person, backend="torch")
+    p, g = torch_plain.generate(patch, windows), torch_gained.generate(patch, windows)
+    # speech mouths further from the pause mouth (the tiny model is near-linear here)
+    assert np.abs(g[1:] - g[0]).mean() > 1.5 * np.abs(p[1:] - p[0]).mean() > 0
+    assert "gain2-" in gained.backend.path.name and "gain" not in avatar.backend.path.name
+    assert not any("pivot" in k for k in torch_gained.backend.model.state_dict())
+    with pytest.raises(ValueError, match="mouth_gain"):
+        _load(trained_person, backend="torch", overrides={"infer.mouth_gain": 0.0})
 
 
 def test_core_mode_plays_real_footage_in_pauses(trained_person, speech):

@@ -334,3 +334,32 @@ def test_a_fresh_generator_can_start_at_the_data_colour():
     patches[..., 0] = 200  # red inside and outside the masked area
     colour = data.mean_colour(patches, np.arange(4), cfg)
     np.testing.assert_allclose(colour, [200 / 255, 0, 0], atol=1e-6)
+
+
+def test_audio_gain_scales_the_audio_code_away_from_its_pivot_and_leaves_checkpoints():
+    """set_audio_gain(g, pivot): what the fusion sees is pivot + g (code - pivot); the pivot
+    is not part of the state dict, and gain 1 gives the plain network back."""
+    torch.manual_seed(0)
+    m = get_config("tiny").model  # at 320 px, where the audio code is the bottleneck's size
+    model = Generator(m.audio_mode, m.channels, 320, m.audio_dim).eval()
+    size = model.image_size
+    x, audio = torch.rand(2, 6, size, size), torch.randn(2, *model.audio_shape)
+    seen = []
+    c4 = model.channels[4]
+    model.fuse.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, -c4:]))
+    with torch.no_grad():
+        plain = model(x, audio)
+        code = model.audio_latent(audio)
+        pivot = model.audio_latent(audio[:1])
+        keys = set(model.state_dict())
+        model.set_audio_gain(2.5, pivot)
+        model(x, audio)
+        torch.testing.assert_close(seen[-1], pivot + 2.5 * (code - pivot))
+        torch.testing.assert_close(seen[-1][0], code[0])  # the pivot's own audio: unchanged
+        assert set(model.state_dict()) == keys
+        model.set_audio_gain(1.0)
+        torch.testing.assert_close(model(x, audio), plain)
+    with pytest.raises(ValueError, match="pivot"):
+        model.set_audio_gain(2.0)
+    with pytest.raises(ValueError, match="mouth_gain"):
+        model.set_audio_gain(-1.0, pivot)
