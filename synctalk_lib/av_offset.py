@@ -34,7 +34,6 @@ from .config import CheckConfig, MediaConfig
 SPEECH_BAND_HZ = (300.0, 3000.0)  # voice formants; hum, rumble and hiss stay out
 _FLOOR_PERCENTILE = 5.0  # loudness is measured above the recording's own quiet floor
 _FAR_LAGS = 150  # frames: correlations out to here (past 2 × max_lag) are the null
-_MIN_FRAMES = 100  # 4 s: shorter series give no estimate
 
 
 @dataclass(frozen=True)
@@ -140,15 +139,16 @@ def correlate(mouth: np.ndarray, speech: np.ndarray, lags: np.ndarray) -> np.nda
 
 
 def estimate(mouth: np.ndarray, speech: np.ndarray, max_lag: int, fps: float = 25.0,
-             start: int = 0) -> OffsetEstimate:
+             start: int = 0, min_frames: int = 200) -> OffsetEstimate:
     """The offset of one stretch: the peak of `correlate` over lags -max_lag..max_lag.
 
-    mouth, speech: (T,) from `mouth_signal` / `speech_signal`, same frame grid.
+    mouth, speech: (T,) from `mouth_signal` / `speech_signal`, same frame grid. Stretches
+    shorter than min_frames get confidence NaN (unclear): too few far lags for a null.
     """
     n = min(len(mouth), len(speech))
     lags = np.arange(-max_lag, max_lag + 1)
     corr = correlate(mouth, speech, lags)
-    if n < _MIN_FRAMES or not np.isfinite(corr).any():
+    if n < min_frames or not np.isfinite(corr).any():
         return OffsetEstimate(0, float("nan"), float("nan"), float("nan"), lags,
                               corr.astype(np.float32), start / fps, (start + n) / fps)
     best = int(np.nanargmax(corr))
@@ -179,13 +179,13 @@ def measure_offset(opening: np.ndarray, wav: np.ndarray, cfg_check: CheckConfig,
     speech = speech_signal(wav, media)
     n = min(len(mouth), len(speech))
     mouth, speech = mouth[:n], speech[:n]
-    lag = cfg_check.sync_max_lag
-    whole = estimate(mouth, speech, lag, fps)
+    lag, least = cfg_check.sync_max_lag, round(cfg_check.sync_min_s * fps)
+    whole = estimate(mouth, speech, lag, fps, 0, least)
     half = n // 2
-    halves = tuple(estimate(mouth[a:b], speech[a:b], lag, fps, a)
-                   for a, b in ((0, half), (half, n))) if half >= _MIN_FRAMES else ()
+    halves = tuple(estimate(mouth[a:b], speech[a:b], lag, fps, a, least)
+                   for a, b in ((0, half), (half, n))) if half >= least else ()
     width = round(cfg_check.sync_window_s * fps)
-    windows = tuple(estimate(mouth[a:a + width], speech[a:a + width], lag, fps, a)
+    windows = tuple(estimate(mouth[a:a + width], speech[a:a + width], lag, fps, a, least)
                     for a in range(0, n - width + 1, max(width // 2, 1))) if n >= 2 * width else ()
     clear = [w for w in windows if w.clear(cfg_check)]
     drift = float("nan")

@@ -130,6 +130,7 @@ class CheckConfig:
     # peak z-score over far lags that counts as clear; unrelated mouth and sound reach 3.4
     sync_min_confidence: float = 3.5
     sync_min_correction: int = 2  # "auto" corrects |offset| >= this; ±1 is noise in sync
+    sync_min_s: float = 8.0  # shorter stretches are unclear: too few far lags for the null
     sync_window_s: float = 20.0  # windows (half-overlapping) for drift; clips >= 2 windows
 
 

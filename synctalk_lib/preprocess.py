@@ -26,7 +26,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +206,8 @@ def preprocess(
          lambda: _crop_stage(frames, paths, cfg, progress)),
         ("audio", {"src": source_info["audio_digest"], "sr": cfg.media.sample_rate,
                    "av_offset": cfg.media.av_offset,
-                   "sync": [cfg.check.sync_max_lag, cfg.check.sync_min_confidence,
-                            cfg.check.sync_min_correction, cfg.check.sync_window_s]},
+                   "sync": {k: v for k, v in asdict(cfg.check).items()
+                            if k.startswith("sync_")}},
          lambda: _audio_stage(audio_path, paths, cfg)),
         ("mel", {"cfg": cfg.audio, "n": len(frames)},
          lambda: _mel_stage(paths, cfg, len(frames))),
