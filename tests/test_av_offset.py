@@ -101,12 +101,15 @@ LATE = 6  # frames the shifted copy's sound is delayed (240 ms, the held-out rec
 
 def _shifted_copy(src: Path, dst: Path, late_frames: int) -> Path:
     """The clip with its video stream untouched and the sound re-encoded late_frames late
-    (the length kept), as a camera with a late sound records it."""
+    (early if negative; the length kept), as a camera with a late sound records it."""
     seconds = media.probe(src).duration
-    delay_ms = 1000 * late_frames // FPS
+    if late_frames >= 0:
+        move = f"adelay={1000 * late_frames // FPS}:all=1"
+    else:
+        move = f"atrim=start={-late_frames / FPS},asetpts=PTS-STARTPTS,apad"
     subprocess.run([media.ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src),
                     "-map", "0:v", "-c:v", "copy", "-map", "0:a",
-                    "-af", f"adelay={delay_ms}:all=1,atrim=duration={seconds}",
+                    "-af", f"{move},atrim=duration={seconds}",
                     "-c:a", "aac", str(dst)], check=True, capture_output=True)
     return dst
 
