@@ -13,7 +13,8 @@ it (DESIGN.md §1):
     cache/crops_328.npy    (T, 328, 328, 3) uint8 RGB crops (memory-mapped when read)
     cache/mel.npy          (T_mel, 80) float32 mel spectrogram, 80 frames per second
     cache/check.json       the recording check
-    cache/meta.json        source info, per-stage cache keys and timings, `complete`
+    cache/meta.json        source info, per-stage cache keys and timings, `complete`, and
+                           `av_offset`: the sound's measured offset and the shift applied
 
 Each stage is keyed on its inputs and settings; re-running skips stages whose key is unchanged.
 Frames are streamed twice (landmarks, then crops) instead of held in memory.
@@ -310,8 +311,10 @@ def _open_source(
         info = {"kind": "video", "file": video.name, "digest": digest,
                 "duration": minfo.duration, "source_fps": minfo.fps,
                 "video_codec": minfo.video_codec, "audio_codec": minfo.audio_codec}
+    recorded = paths.cached("aud_recorded.wav")  # a folder's aud.wav before it was shifted
     info["audio_digest"] = (info["digest"] if audio_path == video
-                            else files.file_digest(audio_path))
+                            else files.file_digest(recorded if audio_path == paths.aud_wav
+                                                   and recorded.is_file() else audio_path))
     return frames, info, audio_path
 
 

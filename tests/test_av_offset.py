@@ -128,6 +128,7 @@ def late_f(tmp_path_factory):
     return ds, opening, recorded, base
 
 
+@pytest.mark.shared_data
 def test_shared_clip_shifted_by_k_frames_moves_the_estimate_by_k(late_f):
     ds, opening, recorded, base = late_f
     assert base.whole.clear(CFG.check) and abs(base.whole.offset) <= 1
@@ -137,6 +138,7 @@ def test_shared_clip_shifted_by_k_frames_moves_the_estimate_by_k(late_f):
         assert abs(found.whole.offset - base.whole.offset - k) <= 1, (k, found.whole)
 
 
+@pytest.mark.shared_data
 def test_preprocess_finds_a_late_sound_and_shifts_it_back(late_f):
     ds, _, _, base = late_f
     applied = ds.meta["av_offset"]
@@ -151,6 +153,7 @@ def test_preprocess_finds_a_late_sound_and_shifts_it_back(late_f):
     assert item["status"] == "pass" and "shifted" in item["advice"]
 
 
+@pytest.mark.shared_data
 def test_av_offset_0_keeps_the_recorded_sound_and_the_check_warns(late_f):
     ds, _, _, base = late_f
     kept = preprocess.preprocess("late", root=ds.paths.folder.parent,
@@ -192,6 +195,7 @@ def six_clips(late_f):
     return cases
 
 
+@pytest.mark.shared_data
 def test_no_mouth_or_second_voice_warning_on_the_six_shared_clips(six_clips):
     for name, case in six_clips.items():
         report = check.check_recording(**case)
@@ -199,6 +203,7 @@ def test_no_mouth_or_second_voice_warning_on_the_six_shared_clips(six_clips):
             assert report[item].status == "pass", f"{name}: {report[item]}"
 
 
+@pytest.mark.shared_data
 def test_a_small_mouth_in_sync_passes_where_a_fixed_margin_warned(six_clips):
     """The held-out anchor's case: real_talk_f's lips parted half as far (p5-p95 0.024 fw)."""
     case = dict(six_clips["real_talk_f"])
@@ -214,6 +219,7 @@ def test_a_small_mouth_in_sync_passes_where_a_fixed_margin_warned(six_clips):
     assert check.check_recording(**{**case, "cfg": fixed})[check.SECOND_VOICE].status == "warn"
 
 
+@pytest.mark.shared_data
 def test_another_voice_over_a_closed_mouth_is_flagged(six_clips):
     """real_talk_f listening for 6 s (her mouth held at its most closed frame) while another
     speaker talks at her loudness."""
@@ -233,6 +239,7 @@ def test_another_voice_over_a_closed_mouth_is_flagged(six_clips):
     assert report.series["voiced_closed"][a + 10:b - 10].mean() > 0.5
 
 
+@pytest.mark.shared_data
 def test_the_offset_item_is_printed_and_drawn(six_clips, tmp_path):
     report = check.check_recording(**six_clips["real_talk_f"])
     assert check.AV_OFFSET in str(report) and "confidence" in report[check.AV_OFFSET].value
