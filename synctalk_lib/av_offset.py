@@ -23,7 +23,7 @@ reported as unclear and never corrected by "auto".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,13 +77,12 @@ class OffsetReport:
     windows: tuple[OffsetEstimate, ...] = ()
     drift: float = float("nan")
     fps: float = 25.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"whole": self.whole.to_dict(), "halves": [h.to_dict() for h in self.halves],
                 "windows": [w.to_dict() for w in self.windows], "drift": _round(self.drift),
                 "lags": self.whole.lags.tolist(),
-                "corr": [_round(float(c)) for c in self.whole.corr], **self.extra}
+                "corr": [_round(float(c)) for c in self.whole.corr]}
 
 
 # ---------------------------------------------------------------- the signals
