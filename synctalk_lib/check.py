@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .audio import frame_rms_db
+from .av_offset import OffsetReport, measure_offset
 from .config import Config
 from .landmarks import Scheme, face_width, mouth_opening
 
@@ -70,6 +71,7 @@ MOUTH_MOTION = "mouth motion"
 SILENCE = "silence"
 NOISE = "noise"
 SECOND_VOICE = "second voice"
+AV_OFFSET = "audio offset"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class CheckReport:
     closed_threshold: float = float("nan")  # mouth opening below this counts as closed
     max_head_motion: float = 0.25
     has_sound: bool = True  # False: the audio curves are meaningless (all relative to silence)
+    offset: OffsetReport | None = None  # mouth against sound (av_offset.py); None without lips
+    applied_offset: int = 0  # frames preprocessing already shifted the sound by
 
     @property
     def passed(self) -> bool:
@@ -146,6 +150,8 @@ class CheckReport:
             "closed_threshold": _json_float(self.closed_threshold),
             "has_sound": self.has_sound,
             "items": [asdict(item) for item in self.items],
+            "av_offset": None if self.offset is None else {
+                **self.offset.to_dict(), "applied": self.applied_offset},
         }
         if series:
             out["series"] = {k: _json_list(v) for k, v in self.series.items()}
@@ -182,6 +188,7 @@ def check_recording(
     scheme: Scheme,
     boxes: np.ndarray,
     cfg: Config,
+    applied_offset: int = 0,
 ) -> CheckReport:
     """Measure a recording against the field's recording guidance.
 
@@ -194,6 +201,9 @@ def check_recording(
         scheme: the landmark layout of `points`.
         boxes: (T, 4) float32 smoothed square crop boxes (x0, y0, x1, y1) in source pixels.
         cfg: the workbench config; thresholds come from cfg.check.
+        applied_offset: frames the sound in `wav` was already shifted by (preprocessing's
+            media.av_offset correction, > 0 = the sound was late); the offset item then
+            reports what is left.
 
     Returns:
         A `CheckReport`; `report.passed` is False if any item failed.
@@ -229,11 +239,20 @@ def check_recording(
         log.warning("audio covers %d frames but the video has %d; the mouth-vs-sound check uses "
                     "the shorter", len(audio.db), n_frames)
 
-    # ---- mouth closed while loud: a voice that is not this mouth
+    # ---- the mouth against the sound: offset, and whether the mouth follows the speech
+    offset = None
+    if scheme.has_mouth and any_face and audio.audible:
+        offset = measure_offset(opening, wav, cc, cfg.media, found)
+
+    # ---- mouth closed while loud: a voice that is not this mouth. "Closed" is relative to
+    # the speaker's own range: a small mouth barely parts, and a fixed margin called most of
+    # its speech closed
     closed_thr = float("nan")
     voiced_closed = np.zeros(n_frames, bool)
     if scheme.has_mouth and any_face and audio.audible:
-        closed_thr = float(np.percentile(opening[found], _FLOOR_PERCENTILE)) + cc.closed_mouth
+        rest, wide = np.percentile(opening[found], _MOTION_RANGE)
+        margin = max(cc.closed_range_share * (wide - rest), cc.closed_mouth_min)
+        closed_thr = float(rest + min(cc.closed_mouth, margin))
         n = min(n_frames, len(audio.db))
         closed = np.zeros(n_frames, bool)
         closed[:n] = (opening[:n] < closed_thr) & audio.speech[:n] & face_ok[:n]
@@ -245,10 +264,11 @@ def check_recording(
         _face_size_item(info, boxes, found, cfg),
         _face_found_item(found, fps, cfg),
         _head_motion_item(head, scale, found, cfg),
-        _mouth_item(opening, found, scheme, cfg),
+        _mouth_item(opening, found, scheme, offset, cfg),
         _silence_item(info, audio, fps, cfg),
         _noise_item(audio, cfg),
         _second_voice_item(voiced_closed, audio, face_ok, scheme, cfg),
+        _offset_item(offset, applied_offset, fps, cfg),
     ]
     for item in items:
         if item.status != "pass":
@@ -268,7 +288,7 @@ def check_recording(
         items=items, series=series, fps=fps, source=Path(str(info.path)).name,
         silence_threshold_db=audio.silence_thr, speech_threshold_db=audio.speech_thr,
         closed_threshold=closed_thr, max_head_motion=cc.max_head_motion,
-        has_sound=audio.audible,
+        has_sound=audio.audible, offset=offset, applied_offset=applied_offset,
     )
 
 
@@ -463,7 +483,10 @@ def _head_motion_item(head: np.ndarray, scale: np.ndarray, found: np.ndarray,
     return CheckItem(HEAD_MOTION, value, "warn" if advice else "pass", " ".join(advice))
 
 
-def _mouth_item(opening: np.ndarray, found: np.ndarray, scheme: Scheme, cfg: Config) -> CheckItem:
+def _mouth_item(opening: np.ndarray, found: np.ndarray, scheme: Scheme,
+                offset: OffsetReport | None, cfg: Config) -> CheckItem:
+    """A small range is a small mouth, not a still one, when its motion follows the speech
+    (a clear mouth-sound correlation); only a range below the floor warns regardless."""
     if not scheme.has_mouth:
         return CheckItem(MOUTH_MOTION, "n/a", "warn",
                          f"Landmark scheme {scheme.name} has no lip points, so mouth motion "
@@ -473,14 +496,23 @@ def _mouth_item(opening: np.ndarray, found: np.ndarray, scheme: Scheme, cfg: Con
         return CheckItem(MOUTH_MOTION, "n/a", "warn", "No face found, so the mouth is unknown.")
     lo, hi = np.percentile(opening[found], _MOTION_RANGE)
     span = float(hi - lo)
+    cc = cfg.check
     value = f"range {span:.3f} fw"
-    if span < cfg.check.min_mouth_range:
-        return CheckItem(MOUTH_MOTION, value, "warn",
-                         f"The mouth barely moves (p5-p95 opening {span:.3f} face widths, want "
-                         f"at least {cfg.check.min_mouth_range:.3f}): not talking, or the mouth "
-                         "is hidden (hand, microphone, beard). Talk naturally throughout with "
-                         "the mouth in full view.")
-    return CheckItem(MOUTH_MOTION, value, "pass")
+    follows = offset is not None and offset.whole.clear(cc)
+    if span >= cc.min_mouth_range:
+        return CheckItem(MOUTH_MOTION, value, "pass")
+    if span >= cc.min_mouth_range_floor and follows:
+        assert offset is not None
+        return CheckItem(MOUTH_MOTION, value + ", follows the sound", "pass",
+                         f"A small mouth (p5-p95 opening {span:.3f} face widths), but it opens "
+                         f"with the speech (sync confidence {offset.whole.confidence:.1f}), so "
+                         "it is enough to learn from.")
+    want = (f"at least {cc.min_mouth_range:.3f}, or motion that follows the sound"
+            if span >= cc.min_mouth_range_floor else f"at least {cc.min_mouth_range_floor:.3f}")
+    return CheckItem(MOUTH_MOTION, value, "warn",
+                     f"The mouth barely moves (p5-p95 opening {span:.3f} face widths, want "
+                     f"{want}): not talking, or the mouth is hidden (hand, microphone, beard). "
+                     "Talk naturally throughout with the mouth in full view.")
 
 
 def _silence_item(info: MediaInfo, audio: _AudioLevels, fps: float, cfg: Config) -> CheckItem:
@@ -539,10 +571,57 @@ def _second_voice_item(voiced_closed: np.ndarray, audio: _AudioLevels, face_ok: 
     if share > cc.max_closed_voiced_fraction:
         return CheckItem(SECOND_VOICE, value, "warn",
                          f"During {_pct(share)} of the speech the mouth stays closed for "
-                         f"{cc.min_closed_voiced_s:.0f} s or longer. Someone else may be talking "
+                         f"{cc.min_closed_voiced_s:.0f} s or longer (closed = in the lowest "
+                         f"{_pct(cc.closed_range_share)} of this speaker's own range). Someone else may be talking "
                          "(off-screen voice, TV), or sound and picture are out of sync. Record "
                          "one speaker only. (A heuristic: loud sound while the lips rest.)")
     return CheckItem(SECOND_VOICE, value, "pass")
+
+
+def _offset_item(offset: OffsetReport | None, applied: int, fps: float,
+                 cfg: Config) -> CheckItem:
+    """The sound against the picture; the fix is media.av_offset (auto by default)."""
+    cc = cfg.check
+    if offset is None:
+        return CheckItem(AV_OFFSET, "n/a", "pass",
+                         "Needs the lips and the sound; see 'mouth motion' and 'silence'.")
+    w = offset.whole
+    conf = "n/a" if not math.isfinite(w.confidence) else f"{w.confidence:.1f}"
+    halves = "/".join(f"{h.offset:+d}" for h in offset.halves)
+    detail = f"confidence {conf}" + (f", halves {halves}" if halves else "")
+    ms = 1000 / fps
+    before = (f"; the sound was shifted {abs(applied)} frames {'earlier' if applied > 0 else 'later'}"
+              " by preprocessing (media.av_offset)") if applied else ""
+    if not w.clear(cc):
+        return CheckItem(AV_OFFSET, f"unclear ({w.offset:+d}?, {detail})", "pass",
+                         f"Too little speech to measure the offset of the sound against the "
+                         f"picture (confidence {conf}, clear from {cc.sync_min_confidence:.1f}; "
+                         f"20 s of talking usually is){before}. If the lips look early or late, "
+                         "set it by hand: --set media.av_offset=N (N frames, > 0 when the sound "
+                         "is late).")
+    value = f"{w.offset:+d} frames" + (f" after {applied:+d}" if applied else "") + f", {detail}"
+    if math.isfinite(offset.drift) and abs(offset.drift) >= cc.sync_min_correction:
+        starts = [x for x in offset.windows if x.clear(cc)]
+        return CheckItem(AV_OFFSET, value + f", drift {offset.drift:+.1f}", "warn",
+                         f"The sound slides against the picture by {offset.drift:+.1f} frames "
+                         f"over the recording (from {starts[0].offset:+d} to "
+                         f"{starts[-1].offset:+d}); one shift cannot fix that. This is typical "
+                         "of a phone's variable frame rate or a separately recorded sound: "
+                         "record at a fixed frame rate with the camera's own microphone.")
+    if abs(w.offset) >= cc.sync_min_correction:
+        late = "late" if w.offset > 0 else "early"
+        return CheckItem(AV_OFFSET, value, "warn",
+                         f"The sound is {abs(w.offset)} frames ({abs(w.offset) * ms:.0f} ms) "
+                         f"{late} against the picture{before}. Training on it teaches a mouth "
+                         "that is off by as much. Preprocess with --set media.av_offset=auto "
+                         f"(corrects a clear offset of {cc.sync_min_correction} frames or more) "
+                         f"or --set media.av_offset={w.offset + applied} to shift the sound "
+                         "into place.")
+    return CheckItem(AV_OFFSET, value, "pass",
+                     (f"The sound was {abs(applied)} frames ({abs(applied) * ms:.0f} ms) "
+                      f"{'late' if applied > 0 else 'early'} and preprocessing shifted it into "
+                      "place (media.av_offset); set media.av_offset=0 to keep it as recorded.")
+                     if applied else "")
 
 
 # ---------------------------------------------------------------- plot
@@ -565,12 +644,13 @@ def plot_check(report: CheckReport, path: str | Path | None = None) -> Figure:
              else textwrap.wrap(item.advice, _PLOT_WRAP, break_on_hyphens=False))
             for item in report.items]
     table_lines = sum(_ROW_GAP + 1 + len(lines) for _, lines in rows) + 0.5
-    fig = Figure(figsize=(12, 8.2 + 0.19 * table_lines), layout="constrained")
-    grid = fig.add_gridspec(4, 1, height_ratios=[2.2, 2, 2, 0.12 * table_lines + 0.2])
+    fig = Figure(figsize=(12, 10.0 + 0.19 * table_lines), layout="constrained")
+    grid = fig.add_gridspec(5, 1, height_ratios=[2.2, 2, 2, 1.8, 0.12 * table_lines + 0.2])
     ax_db = fig.add_subplot(grid[0])
     ax_mouth = fig.add_subplot(grid[1], sharex=ax_db)
     ax_head = fig.add_subplot(grid[2], sharex=ax_db)
-    ax_tab = fig.add_subplot(grid[3])
+    ax_sync = fig.add_subplot(grid[3])
+    ax_tab = fig.add_subplot(grid[4])
     colour = _COLOURS[report.status]
     fig.suptitle(f"Recording check{f': {report.source}' if report.source else ''} - "
                  f"{report.summary()}", color=colour, fontsize=13, fontweight="bold")
@@ -653,6 +733,8 @@ def plot_check(report: CheckReport, path: str | Path | None = None) -> Figure:
         ax.grid(alpha=0.3)
         ax.margins(x=0)
 
+    _plot_offset(ax_sync, report)
+
     # the verdicts: coloured badge, item, value, and advice for what did not pass
     ax_tab.set_axis_off()
     ax_tab.set_xlim(0, 1)
@@ -674,6 +756,30 @@ def plot_check(report: CheckReport, path: str | Path | None = None) -> Figure:
         fig.savefig(path, dpi=110)
         log.info("wrote recording check figure %s", path)
     return fig
+
+
+def _plot_offset(ax: Any, report: CheckReport) -> None:
+    """Mouth-sound correlation against the lag, whole clip and halves; the peak marked."""
+    offset = report.offset
+    ax.set_title(_title_of(report, AV_OFFSET), loc="left", fontsize=10)
+    ax.set_xlabel("lag (frames; > 0: the sound is late against the picture)")
+    ax.set_ylabel("mouth-sound\ncorrelation")
+    ax.grid(alpha=0.3)
+    if offset is None:
+        ax.text(0.5, 0.5, "needs lips and sound", transform=ax.transAxes, ha="center",
+                color="#888888")
+        return
+    w = offset.whole
+    ax.plot(w.lags, w.corr, color="#7a4ea3", lw=1.6, marker="o", ms=3, label="whole clip")
+    for h, style in zip(offset.halves, ("--", ":")):
+        ax.plot(h.lags, h.corr, color="#7a4ea3", lw=0.9, ls=style,
+                label=f"{h.start_s:.0f}-{h.stop_s:.0f} s: {h.offset:+d}")
+    ax.axvline(0, color="#555555", lw=0.8)
+    if math.isfinite(w.confidence):
+        ax.axvline(w.offset, color=_COLOURS[report[AV_OFFSET].status], lw=1.5,
+                   label=f"peak {w.offset:+d} (confidence {w.confidence:.1f})")
+    ax.set_xlim(w.lags[0], w.lags[-1])
+    ax.legend(loc="lower left", fontsize=8, ncol=2, framealpha=0.9)
 
 
 def _plot_envelope(ax: Any, t: np.ndarray, y: np.ndarray, colour: str, label: str) -> None:

@@ -24,6 +24,10 @@ class MediaConfig:
     sample_rate: int = 16_000  # mono; mel constants below assume 16 kHz
     crf: int = 18  # x264 quality of written videos (lower = better, bigger)
     x264_preset: str = "medium"
+    # the sound against the picture, corrected when preprocessing writes aud.wav (av_offset.py):
+    # "auto" = shift by the measured offset when it is clear and >= check.sync_min_correction
+    # frames; "0" = never shift; "-3", "6" = shift by that many frames (> 0: the sound is late)
+    av_offset: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,10 @@ class CheckConfig:
     min_face_fraction: float = 0.98  # share of frames with a detected face
     min_face_px: int = 128  # crop side below this gets upscaled to 328: blurry teeth
     max_head_motion: float = 0.25  # nose travel (std, fraction of face width)
-    min_mouth_range: float = 0.05  # opening range (fraction of face width) that shows speech
+    # opening p5-p95 range (fraction of face width) that shows speech on its own; a smaller
+    # range passes when the mouth follows the sound (sync confidence >= sync_min_confidence)
+    min_mouth_range: float = 0.05
+    min_mouth_range_floor: float = 0.01  # below this no mouth is visible, whatever the sound
     min_silence_s: float = 1.0  # leading / trailing silence (5 s recommended)
     silence_db: float = -40.0  # frame energy below this (dB re peak) counts as silence
     recommended_silence_s: float = 5.0  # what the field's guidance asks for at start and end
@@ -113,8 +120,18 @@ class CheckConfig:
     min_snr_db: float = 20.0  # speech over the noise floor; less means noise or music
     voiced_db: float = -30.0  # frames louder than this (dB re peak) count as speech
     closed_mouth: float = 0.02  # opening within this of its p5 (face widths) counts as closed
-    min_closed_voiced_s: float = 1.0  # speech under a closed mouth this long is another voice
+    # ... or within this share of the speaker's own p5-p95 range, if smaller (small mouths)
+    closed_range_share: float = 0.25
+    closed_mouth_min: float = 0.005  # ... but never less: a still mouth's detector jitter
+    min_closed_voiced_s: float = 2.0  # speech under a closed mouth this long is another voice
     max_closed_voiced_fraction: float = 0.05  # share of speech in such stretches before warning
+    # audio-video offset (av_offset.py): lags searched, each way, in frames (±0.48 s)
+    sync_max_lag: int = 12
+    # peak z-score over far lags that counts as clear; unrelated mouth and sound reach 3.4
+    sync_min_confidence: float = 3.5
+    sync_min_correction: int = 2  # "auto" corrects |offset| >= this; ±1 is noise in sync
+    sync_min_s: float = 8.0  # shorter stretches are unclear: too few far lags for the null
+    sync_window_s: float = 20.0  # windows (half-overlapping) for drift; clips >= 2 windows
 
 
 @dataclass(frozen=True)

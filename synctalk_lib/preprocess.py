@@ -4,7 +4,7 @@ Input is `dataset/<name>/<name>.mp4` (any container, codec or frame rate; resamp
 or an existing SyncTalk_2D folder (`full_body_img/` + `landmarks/` + `aud.wav`). Output, beside
 it (DESIGN.md §1):
 
-    aud.wav                16 kHz mono PCM
+    aud.wav                16 kHz mono PCM, shifted against the picture by media.av_offset
     landmarks/N.lms        per-frame landmarks, readable by SyncTalk_2D-era tools
     aud_mel.npy            (T, 80, 16) float32 mel window per video frame
     cache/points.npy       (T, N, 2) float32 landmarks, missing frames filled from neighbours
@@ -13,7 +13,8 @@ it (DESIGN.md §1):
     cache/crops_328.npy    (T, 328, 328, 3) uint8 RGB crops (memory-mapped when read)
     cache/mel.npy          (T_mel, 80) float32 mel spectrogram, 80 frames per second
     cache/check.json       the recording check
-    cache/meta.json        source info, per-stage cache keys and timings, `complete`
+    cache/meta.json        source info, per-stage cache keys and timings, `complete`, and
+                           `av_offset`: the sound's measured offset and the shift applied
 
 Each stage is keyed on its inputs and settings; re-running skips stages whose key is unchanged.
 Frames are streamed twice (landmarks, then crops) instead of held in memory.
@@ -26,13 +27,13 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import audio, check, crop, files, landmarks, media
+from . import audio, av_offset, check, crop, files, landmarks, media
 from .config import Config, get_config
 from .progress import progress_bar
 from .source import FrameSource, ImageFolderFrames, VideoFrames
@@ -204,7 +205,10 @@ def preprocess(
          lambda: _landmark_stage(frames, paths, cfg, progress)),
         ("crops", {"cfg": cfg.crop},
          lambda: _crop_stage(frames, paths, cfg, progress)),
-        ("audio", {"src": source_info["audio_digest"], "sr": cfg.media.sample_rate},
+        ("audio", {"src": source_info["audio_digest"], "sr": cfg.media.sample_rate,
+                   "av_offset": cfg.media.av_offset,
+                   "sync": {k: v for k, v in asdict(cfg.check).items()
+                            if k.startswith("sync_")}},
          lambda: _audio_stage(audio_path, paths, cfg)),
         ("mel", {"cfg": cfg.audio, "n": len(frames)},
          lambda: _mel_stage(paths, cfg, len(frames))),
@@ -231,6 +235,7 @@ def preprocess(
         log.info("%s: done in %.1f s", stage, meta["timings"][stage])
     meta["scheme"] = meta["results"]["landmarks"]["scheme"]
     meta["crops_file"] = meta["results"]["crops"]["file"]
+    meta["av_offset"] = meta["results"]["audio"].get("av_offset")
     meta["complete"] = True
     files.save_json(paths.meta, meta)
     return PreparedDataset(paths, meta)
@@ -306,8 +311,10 @@ def _open_source(
         info = {"kind": "video", "file": video.name, "digest": digest,
                 "duration": minfo.duration, "source_fps": minfo.fps,
                 "video_codec": minfo.video_codec, "audio_codec": minfo.audio_codec}
+    recorded = paths.cached("aud_recorded.wav")  # a folder's aud.wav before it was shifted
     info["audio_digest"] = (info["digest"] if audio_path == video
-                            else files.file_digest(audio_path))
+                            else files.file_digest(recorded if audio_path == paths.aud_wav
+                                                   and recorded.is_file() else audio_path))
     return frames, info, audio_path
 
 
@@ -422,14 +429,57 @@ def _crop_stage(
 
 
 def _audio_stage(audio_path: Path, paths: DatasetPaths, cfg: Config) -> dict[str, Any]:
+    """Decode the sound to aud.wav, shifted into sync with the picture (media.av_offset).
+
+    Every later reader (mel windows, Whisper and HuBERT features, evaluation) takes aud.wav,
+    so shifting it here corrects them all. A SyncTalk_2D folder's own aud.wav is kept as
+    cache/aud_recorded.wav before its first shift, so re-running never shifts twice.
+    """
     try:
-        wav = media.load_audio(audio_path, cfg.media.sample_rate)
+        setting = av_offset.parse_setting(cfg.media.av_offset)
+    except ValueError as exc:
+        raise PreprocessError(str(exc)) from exc
+    source = Path(audio_path)
+    recorded = paths.cached("aud_recorded.wav")
+    in_place = paths.aud_wav.resolve() == source.resolve()
+    if in_place and recorded.is_file():
+        source = recorded
+    try:
+        wav = media.load_audio(source, cfg.media.sample_rate)
     except media.MediaError as exc:
         raise PreprocessError(str(exc)) from exc
-    if paths.aud_wav.resolve() != Path(audio_path).resolve():
+    measured = _measure_offset(paths, wav, cfg)
+    shift = setting if setting is not None else (
+        av_offset.correction(measured, "auto", cfg.check) if measured is not None else 0)
+    if shift:
+        log.info("the sound is %+d frames against the picture: shifting it %d frames %s "
+                 "(media.av_offset=%s)", shift, abs(shift), "earlier" if shift > 0 else "later",
+                 cfg.media.av_offset)
+        if in_place and not recorded.is_file():
+            shutil.copyfile(paths.aud_wav, recorded)
+        wav = av_offset.shift_audio(wav, -shift, cfg.media)
+    if shift or not in_place or source == recorded:
         media.save_wav(paths.aud_wav, wav, cfg.media.sample_rate)
+    summary = {"setting": cfg.media.av_offset, "applied": int(shift),
+               "measured": None if measured is None else measured.whole.offset,
+               "confidence": None if measured is None else measured.to_dict()["whole"]["confidence"],
+               "halves": [] if measured is None else [h.offset for h in measured.halves],
+               "convention": "frames, > 0 = the recorded sound is late; applied = the sound "
+                             "was moved that many frames earlier"}
     return {"samples": len(wav), "seconds": len(wav) / cfg.media.sample_rate,
-            "peak": float(np.abs(wav).max()) if len(wav) else 0.0}
+            "peak": float(np.abs(wav).max()) if len(wav) else 0.0, "av_offset": summary}
+
+
+def _measure_offset(paths: DatasetPaths, wav: np.ndarray,
+                    cfg: Config) -> av_offset.OffsetReport | None:
+    """The offset of the recorded sound against the landmarks' mouth; None without lips."""
+    points = np.load(paths.cached("points.npy"))
+    scheme = landmarks.scheme_for(points.shape[1])
+    if not scheme.has_mouth:
+        return None
+    opening = landmarks.mouth_opening(points, scheme)
+    found = np.load(paths.cached("found.npy"))
+    return av_offset.measure_offset(opening, wav, cfg.check, cfg.media, found)
 
 
 def _mel_stage(paths: DatasetPaths, cfg: Config, n_frames: int) -> dict[str, Any]:
@@ -469,6 +519,8 @@ def run_check(paths: DatasetPaths, cfg: Config, meta: dict[str, Any]):
         info=info, wav=media.load_audio(paths.aud_wav, cfg.media.sample_rate), points=points,
         found=np.load(paths.cached("found.npy")), scheme=landmarks.scheme_for(points.shape[1]),
         boxes=np.load(paths.cached("boxes.npy")), cfg=cfg,
+        applied_offset=int((meta.get("results", {}).get("audio", {}).get("av_offset") or {})
+                           .get("applied", 0)),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from synctalk_lib.check import (
+    AV_OFFSET,
     DURATION,
     FACE_FOUND,
     FACE_SIZE,
@@ -32,7 +33,7 @@ matplotlib.use("Agg")
 FPS, SR = 25, 16_000
 HOP = SR // FPS
 ALL_ITEMS = [DURATION, FRAME_RATE, FACE_SIZE, FACE_FOUND, HEAD_MOTION, MOUTH_MOTION, SILENCE,
-             NOISE, SECOND_VOICE]
+             NOISE, SECOND_VOICE, AV_OFFSET]
 SPEECH_RMS = 0.3
 FRAME_W, FRAME_H = 1920, 1080
 
@@ -67,9 +68,13 @@ def template() -> np.ndarray:
 
 
 def speech_envelope(n: int, lead: int, tail: int, rng: np.random.Generator) -> np.ndarray:
-    """(n,) per-frame speech loudness in [0, 1]: 4 syllables/s, a 0.5 s pause every 4 s."""
+    """(n,) per-frame speech loudness in [0, 1]: about 4 syllables/s of varying length (as
+    speech, not a metronome, so the mouth-sound correlation has one peak), a 0.5 s pause
+    every 4 s."""
     t = np.arange(n) / FPS
-    env = np.abs(np.sin(2 * np.pi * 2 * t)) * rng.uniform(0.5, 1.0, n // 6 + 1).repeat(6)[:n]
+    rate = np.repeat(rng.uniform(1.2, 2.8, n // 6 + 1), 6)[:n]  # half-syllables per second
+    phase = 2 * np.pi * np.cumsum(rate) / FPS
+    env = np.abs(np.sin(phase)) * rng.uniform(0.5, 1.0, n // 6 + 1).repeat(6)[:n]
     env[(t % 4.0) > 3.5] = 0
     env[:lead] = 0
     env[n - tail:] = 0
@@ -160,6 +165,15 @@ def test_mouth_that_never_moves_warns_twice(template):
     report = check_recording(**make_case(template, mouth_gain=0.0))
     assert report[MOUTH_MOTION].status == "warn"
     assert report[SECOND_VOICE].status == "warn"
+
+
+def test_a_small_mouth_that_follows_the_speech_passes_both_mouth_items(template):
+    """0.02 face widths of opening, under the 0.05 a mouth shows on its own, but in sync."""
+    report = check_recording(**make_case(template, mouth_gain=0.02))
+    assert report[MOUTH_MOTION].status == "pass", str(report)
+    assert "follows the sound" in report[MOUTH_MOTION].value
+    assert report[SECOND_VOICE].status == "pass", str(report)
+    assert report[AV_OFFSET].status == "pass" and report[AV_OFFSET].value.startswith("+0")
 
 
 def test_silent_audio_fails(template):

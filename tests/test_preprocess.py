@@ -140,7 +140,7 @@ def test_video_argument_is_copied_into_the_dataset(tmp_path, face_video):
     assert preprocess.load_dataset("copied", root=tmp_path).n_frames == ds.n_frames
 
 
-def test_synctalk2d_folder_is_accepted(tmp_path, prepared):
+def _legacy_folder(tmp_path, prepared):
     """full_body_img/N.jpg + 110-point landmarks/N.lms + aud.wav, as SyncTalk_2D leaves them."""
     folder = tmp_path / "legacy"
     (folder / "full_body_img").mkdir(parents=True)
@@ -153,12 +153,40 @@ def test_synctalk2d_folder_is_accepted(tmp_path, prepared):
         legacy[52] = src_pts[i, s.top]
         np.savetxt(folder / "landmarks" / f"{i}.lms", legacy, fmt="%.2f")
     shutil.copy(prepared.paths.aud_wav, folder / "aud.wav")
+    return folder
+
+
+def test_synctalk2d_folder_is_accepted(tmp_path, prepared):
+    folder = _legacy_folder(tmp_path, prepared)
     ds = preprocess.preprocess("legacy", root=tmp_path, cfg=CFG, progress=False)
     assert ds.meta["scheme"] == "synctalk110" and ds.n_frames == 20
     np.testing.assert_allclose(ds.boxes()[5], prepared.boxes()[5], atol=1.5)
     assert ds.crops().shape == (20, 328, 328, 3)
     # the user's landmark files are left as they were
     assert np.loadtxt(folder / "landmarks" / "0.lms").shape == (110, 2)
+
+
+def test_a_folders_own_aud_wav_is_shifted_once_and_kept(tmp_path, prepared):
+    """media.av_offset on a SyncTalk_2D folder: the recorded aud.wav is kept aside, so running
+    again does not shift twice and av_offset=0 brings the recording back."""
+    folder = _legacy_folder(tmp_path, prepared)
+    recorded = media.load_audio(folder / "aud.wav", 16_000)
+    late = CFG.override({"media.av_offset": "2"})
+    for _ in range(2):
+        ds = preprocess.preprocess("legacy", root=tmp_path, cfg=late, progress=False)
+        np.testing.assert_allclose(ds.wav()[: -2 * 640], recorded[2 * 640:], atol=1e-4)
+    assert ds.meta["av_offset"]["applied"] == 2
+    np.testing.assert_allclose(media.load_audio(ds.paths.cached("aud_recorded.wav")), recorded,
+                               atol=1e-4)
+    ds = preprocess.preprocess("legacy", root=tmp_path, cfg=CFG.override(
+        {"media.av_offset": "0"}), progress=False)
+    np.testing.assert_allclose(ds.wav(), recorded, atol=1e-4)
+
+
+def test_an_av_offset_that_is_not_a_number_is_refused(prepared):
+    with pytest.raises(preprocess.PreprocessError, match="media.av_offset"):
+        preprocess.preprocess("face", root=prepared.paths.folder.parent,
+                              cfg=CFG.override({"media.av_offset": "late"}), progress=False)
 
 
 @pytest.mark.shared_data
