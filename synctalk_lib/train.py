@@ -154,8 +154,12 @@ class StepLoss:
     """Computes the weighted loss terms of one batch; holds the frozen helper networks."""
 
     def __init__(self, cfg: Config, mouth: tuple[int, ...], syncnet: torch.nn.Module | None,
-                 device: torch.device, adversary: Adversary | None = None):
+                 device: torch.device, adversary: Adversary | None = None,
+                 audio_std: np.ndarray | None = None):
         self.cfg = cfg
+        # (F,) each audio feature's std over the training frames, for train.audio_noise
+        self.audio_std = (None if audio_std is None or cfg.train.audio_noise <= 0 else
+                          torch.as_tensor(audio_std, dtype=torch.float32, device=device))
         self.mouth = mouth
         self.adversary = adversary
         self.perceptual, self.perceptual_name = losses.perceptual_loss()
@@ -172,6 +176,9 @@ class StepLoss:
         tcfg = self.cfg.train
         b, w = batch["inputs"].shape[:2]
         s = batch["inputs"].shape[-1]
+        if self.audio_std is not None and model.training:
+            noise = torch.randn_like(batch["audio"]) * (tcfg.audio_noise * self.audio_std)
+            batch = {**batch, "audio": batch["audio"] + noise}
         inputs, audio, target = _frames_of(batch, self.cfg)
         pred = model(inputs.contiguous(memory_format=torch.channels_last), audio)  # (B·W, 3, S, S)
         # in the model output's memory format: mixed formats cost copies in every loss term
@@ -308,7 +315,8 @@ def train_generator(
     if syncnet is not None:
         syncnet = syncnet.to(dev).eval().requires_grad_(False)
     adversary = Adversary(cfg, mouth, dev) if tcfg.gan_weight > 0 else None
-    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev, adversary)
+    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev, adversary,
+                       audio_std=features[split.train].std(0))
     history: list[dict[str, Any]] = []
     step = 0
     latest = checkpoints_of(out_dir)
@@ -340,7 +348,7 @@ def train_generator(
     bar = progress_bar(total=total, initial=step, desc="generator", unit="step",
                        enabled=progress and rank == 0)
     t_start = t_log = time.perf_counter()
-    first_step = step
+    first_step, planned = step, total
     running: dict[str, list[float]] = {}
     last_path = latest[-1] if latest else out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
     while step < total:
@@ -368,9 +376,10 @@ def train_generator(
         for k, v in {"loss": loss.item(), **parts}.items():
             running.setdefault(k, []).append(v)
         bar.update(1)
-        if step == first_step + TIMING_STEPS and step < total:
-            total = _fit_budget(step, total, first_step, time.perf_counter() - t_start, tcfg,
-                                rank, world)
+        if _refit_now(step, first_step, total, tcfg):
+            total = _fit_budget(step, planned, first_step, time.perf_counter() - t_start, tcfg,
+                                rank, world, said=total if step > first_step + TIMING_STEPS
+                                else None)
             bar.total = total
             bar.refresh()
         if step % log_every == 0 or step == total:
@@ -409,22 +418,40 @@ def train_generator(
 
 
 TIMING_STEPS = 20  # steps timed before the expected end is said (the first are slower)
+REFIT_EVERY = 100  # steps between later fits of the budget to the rate measured so far
+
+
+def _refit_now(step: int, first_step: int, total: int, tcfg: TrainConfig) -> bool:
+    """Fit the step count to the budget after the first TIMING_STEPS, then every REFIT_EVERY
+    steps until the lr's decay begins (its schedule depends on the count, so that stays).
+
+    Why again: the first steps run while the machine is busier (another run's SyncNet, the
+    caches filling); fitted once, a 45-minute budget ended after 36 (real_talk_e, 2 cores).
+    """
+    done = step - first_step
+    if step >= total or done < TIMING_STEPS or (done - TIMING_STEPS) % REFIT_EVERY:
+        return False
+    return tcfg.lr_decay <= 0 or step < total * (1 - tcfg.lr_decay)
 
 
 def _fit_budget(step: int, total: int, first_step: int, elapsed: float, tcfg: TrainConfig,
-                rank: int, world: int) -> int:
-    """The step count after timing the first steps of this run: cut to end within
-    `train.minutes` when set (ranks agree on the slowest rank's rate), and say when it ends."""
+                rank: int, world: int, said: int | None = None) -> int:
+    """The step count for the rate measured so far: `total` (the planned count) cut to end
+    within `train.minutes` when set (ranks agree on the slowest rank's rate), and when it
+    ends. said: the count fitted before; it is logged again only when it moves by > 2 %."""
     rate = elapsed / (step - first_step)
     if world > 1:
         rate_t = torch.tensor([rate], dtype=torch.float64)
         dist.all_reduce(rate_t, op=dist.ReduceOp.MAX)
         rate = float(rate_t.item())
+    planned = total
     if tcfg.minutes > 0:
         fits = step + int(max(tcfg.minutes * 60 - elapsed, 0) / rate)
-        if fits < total and rank == 0:
-            log.info("train.minutes = %g: %d steps fit (not %d)", tcfg.minutes, fits, total)
         total = max(min(total, fits), step)
+    if said is not None and abs(total - said) <= 0.02 * said:
+        return total
+    if tcfg.minutes > 0 and total < planned and rank == 0:
+        log.info("train.minutes = %g: %d steps fit (not %d)", tcfg.minutes, total, planned)
     if rank == 0:
         left = rate * (total - step)
         log.info("generator: %.2f s a step, %d steps to go: about %.0f min more (ends about %s)",

@@ -85,6 +85,26 @@ def audio_feature_shape(mode: str, dim: int = 0) -> tuple[int, int, int]:
     return _audio_mode(mode, dim).shape
 
 
+def context_mask(shape: tuple[int, int, int], context: int) -> torch.Tensor | None:
+    """(C, H, W) ones where the input holds feature frames within `context` of the window's
+    centre (index AUDIO_WINDOW // 2), zeros elsewhere; None when every frame is kept.
+
+    Why: with a minute of video the 16-frame window (0.64 s) is more than the audio needs
+    and enough to memorise: a linear read-out of Whisper features predicted a held-out
+    mouth opening at r 0.78-0.81 from +-2 frames and 0.71-0.74 from +-8 (docs/real_footage.md).
+    The input keeps its shape, so checkpoints, ONNX and SyncTalk_2D's layout are unchanged.
+    Frames follow one another in `audio_window_to_input`'s row-major layout.
+    """
+    centre = AUDIO_WINDOW // 2
+    if not 0 <= context <= centre:
+        raise ValueError(f"model.audio_context must lie in 0..{centre} feature frames either "
+                         f"side of the video frame, got {context}")
+    if context == centre:
+        return None
+    frames = torch.arange(AUDIO_WINDOW).repeat_interleave(math.prod(shape) // AUDIO_WINDOW)
+    return ((frames - centre).abs() <= context).float().view(shape)
+
+
 def audio_window_to_input(window: torch.Tensor, mode: str) -> torch.Tensor:
     """Reshape a window of per-video-frame features into the generator's audio input.
 
@@ -248,9 +268,11 @@ class Generator(nn.Module):
         channels: tuple[int, ...] = (32, 64, 128, 256, 512),
         image_size: int = 320,
         audio_dim: int = 0,
+        audio_context: int = AUDIO_WINDOW // 2,
     ) -> None:
         super().__init__()
         self.audio_shape = audio_feature_shape(audio_mode, audio_dim)
+        self.audio_context = int(audio_context)
         if len(channels) != STAGES or min(channels) < 2:
             raise ValueError(
                 f"model.channels needs {STAGES} widths of at least 2 (one per stride-2 stage), "
@@ -280,6 +302,8 @@ class Generator(nn.Module):
         self.head = nn.Conv2d(outs[-1], 3, 1)
         self.audio_gain = 1.0  # see set_audio_gain
         self.register_buffer("audio_pivot", None, persistent=False)
+        self.register_buffer("audio_window_mask", context_mask(self.audio_shape, audio_context),
+                             persistent=False)
 
     @torch.no_grad()
     def start_at_colour(self, rgb: Sequence[float]) -> None:
@@ -294,6 +318,11 @@ class Generator(nn.Module):
     @torch.no_grad()
     def audio_latent(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, c4, 10, 10): what the audio branch makes of (B, *audio_shape) features."""
+        return self._audio_code(audio)
+
+    def _audio_code(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.audio_window_mask is not None:
+            audio = audio * self.audio_window_mask
         return self.audio(audio)
 
     def set_audio_gain(self, gain: float, pivot: torch.Tensor | None = None) -> None:
@@ -321,7 +350,7 @@ class Generator(nn.Module):
     def from_config(cls, cfg: ModelConfig | Config) -> Generator:
         """Build from `cfg.model` (or a ModelConfig)."""
         m = cfg.model if isinstance(cfg, Config) else cfg
-        return cls(m.audio_mode, m.channels, m.image_size, m.audio_dim)
+        return cls(m.audio_mode, m.channels, m.image_size, m.audio_dim, m.audio_context)
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Complete the masked crop.
@@ -339,7 +368,7 @@ class Generator(nn.Module):
         x4 = self.downs[2](x3)  # (B, 128, 40, 40)
         x5 = self.downs[3](x4)  # (B, 256, 20, 20)
         x6 = self.downs[4](x5)  # (B, 512, 10, 10)
-        a = self.audio(audio)  # (B, 512, 10, 10)
+        a = self._audio_code(audio)  # (B, 512, 10, 10)
         if self.audio_pivot is not None:
             a = self.audio_pivot + self.audio_gain * (a - self.audio_pivot)
         if a.shape[-2:] != x6.shape[-2:]:

@@ -188,6 +188,62 @@ def test_time_budget_cuts_the_step_count_and_never_raises_it(caplog):
     assert train._fit_budget(20, 3000, 0, 20.0, tcfg, rank=0, world=1) == 3000  # no budget
 
 
+def test_time_budget_is_fitted_again_as_the_run_speeds_up_until_the_lr_decays(caplog):
+    """A slow start cut the count; later fits at the rate measured so far give steps back
+    (never past the planned count), fit again every REFIT_EVERY steps, not inside the
+    decay (its schedule depends on the count), and log only a change above 2 %."""
+    tcfg = dataclasses.replace(get_config("tiny").train, minutes=10.0)
+    caplog.set_level(logging.INFO, logger="synctalk_lib.train")
+    first = train._fit_budget(20, 3000, 0, 20.0, tcfg, rank=0, world=1)  # 1 s a step
+    assert first == 600
+    # 300 steps later at 0.5 s a step overall: 170 s spent, 430 s left = 860 steps more
+    again = train._fit_budget(320, 3000, 0, 160.0, tcfg, rank=0, world=1, said=first)
+    assert again == 320 + int((600 - 160.0) / 0.5) <= 3000
+    assert f"{again} steps fit" in caplog.text
+    caplog.clear()
+    assert train._fit_budget(320, 3000, 0, 160.0, tcfg, rank=0, world=1, said=again) == again
+    assert caplog.text == ""  # the same count is not said twice
+    assert train._fit_budget(320, 1000, 0, 160.0, tcfg, rank=0, world=1, said=first) == 1000
+    steps = [s for s in range(2000) if train._refit_now(s, 0, 2000, tcfg)]
+    assert steps[:3] == [train.TIMING_STEPS, train.TIMING_STEPS + train.REFIT_EVERY,
+                         train.TIMING_STEPS + 2 * train.REFIT_EVERY]
+    decaying = dataclasses.replace(tcfg, lr_decay=0.5)
+    assert max(s for s in range(2000) if train._refit_now(s, 0, 2000, decaying)) < 1000
+    assert not train._refit_now(2000, 0, 2000, tcfg)
+
+
+def test_audio_noise_reaches_the_generator_in_training_only():
+    """train.audio_noise s: the audio the generator hears in a training step is the batch's
+    plus noise of std s times each feature's own std; in eval mode (validation) it is not."""
+    cfg = get_config("tiny", {"train.audio_noise": 2.0, "train.perceptual_weight": 0.0,
+                              "train.window": 1})
+    f = 512
+    std = np.linspace(0.5, 3.0, f).astype(np.float32)
+    size = cfg.model.image_size
+    loss = train.StepLoss(cfg, (0, 0, size, size), None, torch.device("cpu"), audio_std=std)
+    heard = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, audio):
+            heard.append(audio)
+            return x[:, :3] * 1.0
+
+    batch = {"inputs": torch.rand(64, 1, 6, size, size), "targets": torch.rand(64, 1, 3, size, size),
+             "audio": torch.zeros(64, 1, data.AUDIO_WINDOW, f), "mel": torch.zeros(64, 1)}
+    spy = Spy().train()
+    loss(spy, batch, step=0)
+    noise = heard[-1].reshape(64, data.AUDIO_WINDOW, f)
+    measured = noise.std(dim=(0, 1)).numpy()
+    np.testing.assert_allclose(measured, 2.0 * std, rtol=0.15)
+    spy.eval()
+    loss(spy, batch, step=0)
+    assert float(heard[-1].abs().max()) == 0.0
+    quiet = train.StepLoss(get_config("tiny"), (0, 0, size, size), None, torch.device("cpu"),
+                           audio_std=std)
+    quiet(spy.train(), batch, step=0)
+    assert float(heard[-1].abs().max()) == 0.0  # audio_noise 0: the batch as it is
+
+
 def test_learning_rate_holds_then_falls_to_a_twentieth_over_the_decay_share():
     flat = get_config("tiny", {"train.lr": 1e-3}).train
     assert {train.learning_rate(flat, s, 100) for s in range(100)} == {1e-3}

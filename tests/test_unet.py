@@ -363,3 +363,37 @@ def test_audio_gain_scales_the_audio_code_away_from_its_pivot_and_leaves_checkpo
         model.set_audio_gain(2.0)
     with pytest.raises(ValueError, match="mouth_gain"):
         model.set_audio_gain(-1.0, pivot)
+
+
+@pytest.mark.parametrize("mode,dim", [("whisper", 384), ("whisper", 768), ("ave", 0)])
+def test_audio_context_hears_only_the_frames_near_the_centre(mode, dim):
+    """model.audio_context k: feature frames further than k from the window's centre do not
+    change the audio code the bottleneck sees; nearer ones do; the default hears all 16 and
+    no state-dict key is added."""
+    torch.manual_seed(0)
+    m = get_config("tiny").model
+    full = Generator(mode, m.channels, m.image_size, dim).eval()
+    near = Generator(mode, m.channels, m.image_size, dim, audio_context=2).eval()
+    near.load_state_dict(full.state_dict())
+    assert set(near.state_dict()) == set(full.state_dict())
+    per_frame = dim or 512
+    window = torch.randn(1, AUDIO_WINDOW, per_frame)
+
+    def run(model, w):
+        return model.audio_latent(audio_window_to_input(w, mode))
+
+    far, close = window.clone(), window.clone()
+    far[:, [0, 5, 11, 15]] += 3.0  # centre 8: these lie 8, 3, 3 and 7 frames away
+    close[:, 6] += 3.0  # 2 frames away
+    torch.testing.assert_close(run(near, far), run(near, window))
+    assert (run(near, close) - run(near, window)).abs().max() > 1e-4
+    assert (run(full, far) - run(full, window)).abs().max() > 1e-4
+    seen = []  # the forward pass hears what audio_latent does
+    c4 = near.channels[4]
+    near.fuse.register_forward_pre_hook(lambda mod, args: seen.append(args[0][:, -c4:]))
+    with torch.no_grad():
+        near(torch.rand(1, 6, 320, 320), audio_window_to_input(far, mode))
+    torch.testing.assert_close(F.adaptive_avg_pool2d(seen[-1], 1),
+                               F.adaptive_avg_pool2d(run(near, window), 1))
+    with pytest.raises(ValueError, match="audio_context"):
+        Generator(mode, m.channels, m.image_size, dim, audio_context=9)
