@@ -272,7 +272,6 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         self.audio_shape = audio_feature_shape(audio_mode, audio_dim)
-        self.audio_context = int(audio_context)
         if len(channels) != STAGES or min(channels) < 2:
             raise ValueError(
                 f"model.channels needs {STAGES} widths of at least 2 (one per stride-2 stage), "
