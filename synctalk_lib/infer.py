@@ -947,9 +947,8 @@ def _as_wav(audio: str | os.PathLike | np.ndarray, sample_rate: int) -> Iterator
                 raise InferError(f"{path} has no audio track")
             try:
                 media.run_ffmpeg(["-y", "-i", str(path), "-map", "0:a:0", "-af",
-                                  f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1",
-                                  "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_f32le",
-                                  str(tmp)])
+                                  media.mono_audio_filter(sample_rate), "-ac", "1",
+                                  "-ar", str(sample_rate), "-c:a", "pcm_f32le", str(tmp)])
             except media.MediaError as exc:
                 raise InferError(f"cannot decode the audio of {path}: {exc}") from exc
         yield tmp

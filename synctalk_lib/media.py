@@ -302,18 +302,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 # ------------------------------------------------------------------------------------- audio
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
-    """Decode the first audio track of any file to (N,) float32 mono in [-1, 1] at sample_rate.
+def mono_audio_filter(sample_rate: int) -> str:
+    """ffmpeg's -af for any audio track -> mono at sample_rate, starting at the file's time 0.
 
     Channels are averaged (rematrix_maxval=1); ffmpeg's plain `-ac 1` sums them at -3 dB, which
-    makes a centred stereo voice 1.4x louder and can clip.
+    makes a centred stereo voice 1.4x louder and can clip. Sample 0 is the file's time 0, as
+    frame 0 of `read_frames` is (first_pts=0): a sound track that starts late is padded with
+    silence rather than pulled early, which would put the sound out of sync with the picture.
     """
+    return f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1:first_pts=0"
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Decode the first audio track of any file to (N,) float32 mono in [-1, 1] at sample_rate
+    (`mono_audio_filter`: channels averaged, sample 0 at the file's time 0)."""
     info = probe(path)
     if not info.has_audio:
         raise MediaError(f"{path} has no audio track; record with sound or pass the audio "
                          "separately (e.g. a .wav)")
     out = run_ffmpeg(["-i", str(info.path), "-map", "0:a:0",
-                      "-af", f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1",
+                      "-af", mono_audio_filter(sample_rate),
                       "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]).stdout
     if not out:
         raise MediaError(f"{path} has an audio track with no samples — re-record the audio")
@@ -517,6 +525,7 @@ __all__ = [
     "VideoWriter",
     "ffmpeg_exe",
     "load_audio",
+    "mono_audio_filter",
     "probe",
     "read_frames",
     "read_image",

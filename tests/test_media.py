@@ -49,6 +49,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # the picture starts 0.4 s after the sound (as when a camera app starts audio first)
         "late": _make(d / "late.mp4", "-f", "lavfi", "-i", "sine=d=5", "-itsoffset", "0.4",
                       "-f", "lavfi", "-i", f"{src}4.6:rate=25", *_x264("-g", "30"), "-c:a", "aac"),
+        # the sound starts 0.4 s after the picture (a muxer's audio track that begins late)
+        "late_audio": _make(d / "late_audio.mp4", "-f", "lavfi", "-i", f"{src}3:rate=25",
+                            "-itsoffset", "0.4", "-f", "lavfi", "-i",
+                            "sine=f=440:sample_rate=16000:d=2.6", "-map", "0:v", "-map", "1:a",
+                            *_x264(), "-c:a", "aac"),
         # timestamps starting at 1.3 s (as in clips cut from streams): frame 0 is still the first
         "offset": _make(d / "offset.mp4", "-f", "lavfi", "-i", f"{src}3.2:rate=25",
                         *_x264("-g", "30"), "-output_ts_offset", "1.3"),
@@ -327,6 +332,19 @@ def test_load_audio_averages_stereo_channels(clips):
 def test_load_audio_reads_video_sound_track(clips):
     audio = media.load_audio(clips["av25"], sample_rate=8000)
     assert abs(len(audio) - 2 * 8000) <= 8000 // FPS
+
+
+def test_load_audio_of_a_late_sound_track_starts_at_the_pictures_zero(clips):
+    """Frame i is the picture at i / fps from the file's zero (read_frames); sample j must be
+    the sound at j / rate from the same zero, so a track that starts late is padded with
+    silence instead of being pulled 0.4 s (10 frames) early."""
+    assert media.probe(clips["late_audio"]).has_audio
+    audio = media.load_audio(clips["late_audio"])
+    first_sound = np.flatnonzero(np.abs(audio) > 0.05)[0] / SR
+    assert first_sound == pytest.approx(0.4, abs=1 / FPS)
+    assert abs(len(audio) - 3.0 * SR) <= 2 * SAMPLES_PER_FRAME
+    on_time = media.load_audio(clips["av25"])  # a track starting at zero is unchanged
+    assert np.flatnonzero(np.abs(on_time) > 0.05)[0] / SR < 1 / FPS
 
 
 def test_save_wav_writes_16bit_pcm(tmp_path):
