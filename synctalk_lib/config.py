@@ -153,6 +153,12 @@ class ModelConfig:
     # feature frames either side of the video frame that the generator hears, of its 16-frame
     # window (index 8 is the frame's own); 8 = all of it, as SyncTalk_2D (unet.context_mask)
     audio_context: int = 8
+    # 0 = the features enter the audio branch as SyncTalk_2D lays them out; D > 0 = first a
+    # learned linear map of each feature frame to D numbers (the same map for all 16 frames),
+    # laid out as D channels over time. Why: the row-major layout cuts one frame's features
+    # into rows that 3x3 convs mix by index, while what predicts the mouth is a linear read-out
+    # of the whole frame (unet.FrameProjection, docs/real_footage.md)
+    audio_project: int = 0
     # local HuBERT weights for audio_mode "hubert" (config.json + model.safetensors); "" =
     # $SYNCTALK_HUBERT_DIR, else <checkpoints root>/hubert-large-ls960-ft (see hubert.py)
     hubert_dir: str = ""

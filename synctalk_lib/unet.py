@@ -249,6 +249,30 @@ class AudioEncoder(nn.Module):
         return self.out2(self.out1(a))  # (B, 512, 10, 10)
 
 
+class FrameProjection(nn.Module):
+    """Maps each of the window's 16 feature frames to `dim` numbers with one shared linear
+    map, and lays them out as (dim, 16, 16): channel = projected feature, row = frame
+    (repeated along the columns, so the audio branch's 3×3 convs mix neighbouring frames).
+
+    Why: in the row-major layout a frame's features are cut into rows, and the convs mix
+    them by index, so the branch has no easy way to a linear read-out of the whole frame,
+    which is what predicts the mouth opening best (r 0.78-0.81 on a held-out tail). No bias:
+    frames zeroed by the context mask stay zero.
+    """
+
+    def __init__(self, features: int, dim: int) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"model.audio_project must be 0 (off) or a positive size, got {dim}")
+        self.features = features
+        self.linear = nn.Linear(features, dim, bias=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio.reshape(audio.shape[0], AUDIO_WINDOW, self.features)  # (B, 16, F)
+        code = self.linear(frames).transpose(1, 2)  # (B, D, 16)
+        return code.unsqueeze(-1).expand(-1, -1, -1, AUDIO_WINDOW)  # (B, D, 16, 16)
+
+
 # ------------------------------------------------------------------------------------------
 # the network
 
@@ -269,6 +293,7 @@ class Generator(nn.Module):
         image_size: int = 320,
         audio_dim: int = 0,
         audio_context: int = AUDIO_WINDOW // 2,
+        audio_project: int = 0,
     ) -> None:
         super().__init__()
         self.audio_shape = audio_feature_shape(audio_mode, audio_dim)
@@ -291,7 +316,14 @@ class Generator(nn.Module):
         self.stem = InvertedResidual(6, c[0])
         widths = (c[0], *c)  # the first down keeps the stem's width
         self.downs = nn.ModuleList(DoubleBlock(widths[i], widths[i + 1], 2) for i in range(5))
-        self.audio = AudioEncoder(audio_mode, c, audio_dim)
+        if audio_project:
+            per_frame = math.prod(self.audio_shape) // AUDIO_WINDOW
+            self.project: FrameProjection | None = FrameProjection(per_frame, audio_project)
+            # the projected layout enters like whisper's: two entry blocks, no stride
+            self.audio = AudioEncoder("whisper", c, audio_project * AUDIO_WINDOW)
+        else:
+            self.project = None
+            self.audio = AudioEncoder(audio_mode, c, audio_dim)
         self.fuse = nn.Sequential(DoubleBlock(2 * c[4], c[4]), DoubleBlock(c[4], c[3]))
         # decoder widths: halve on the way up, except a full-width stage at S/2
         skips = (c[3], c[2], c[1], c[0], c[0])
@@ -322,6 +354,8 @@ class Generator(nn.Module):
     def _audio_code(self, audio: torch.Tensor) -> torch.Tensor:
         if self.audio_window_mask is not None:
             audio = audio * self.audio_window_mask
+        if self.project is not None:
+            audio = self.project(audio)
         return self.audio(audio)
 
     def set_audio_gain(self, gain: float, pivot: torch.Tensor | None = None) -> None:
@@ -349,7 +383,8 @@ class Generator(nn.Module):
     def from_config(cls, cfg: ModelConfig | Config) -> Generator:
         """Build from `cfg.model` (or a ModelConfig)."""
         m = cfg.model if isinstance(cfg, Config) else cfg
-        return cls(m.audio_mode, m.channels, m.image_size, m.audio_dim, m.audio_context)
+        return cls(m.audio_mode, m.channels, m.image_size, m.audio_dim, m.audio_context,
+                   m.audio_project)
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Complete the masked crop.

@@ -396,3 +396,56 @@ def test_audio_context_hears_only_the_frames_near_the_centre(mode, dim):
     torch.testing.assert_close(seen[-1], run(near, window))  # 320 px: no resize
     with pytest.raises(ValueError, match="audio_context"):
         Generator(mode, m.channels, m.image_size, dim, audio_context=9)
+
+
+def test_frame_projection_reads_each_frame_whole_and_keeps_the_context(tmp_path):
+    """model.audio_project D: one linear map per feature frame, shared by the 16 frames, laid
+    out as D channels over time; frames outside the context still change nothing, the
+    branch's parameters grow by F x D only, and ONNX computes the same code as torch."""
+    from synctalk_lib import backends
+    from synctalk_lib.config import Config
+
+    torch.manual_seed(0)
+    m = get_config("tiny").model
+    dim = 384
+    plain = Generator("whisper", m.channels, m.image_size, dim, audio_context=2)
+    model = Generator("whisper", m.channels, m.image_size, dim, audio_context=2,
+                      audio_project=16).eval()
+    assert "project.linear.weight" in model.state_dict()
+    assert model.project.linear.weight.shape == (16, dim)
+    assert model.project.linear.bias is None  # masked frames stay zero
+    assert count_parameters(model) < count_parameters(plain) + dim * 16
+    window = torch.randn(2, AUDIO_WINDOW, dim)
+    audio = audio_window_to_input(window, "whisper")
+    laid = model.project(audio)
+    assert laid.shape == (2, 16, AUDIO_WINDOW, AUDIO_WINDOW)
+    # row t holds frame t mapped by the shared weight, the same in every column
+    expected = window @ model.project.linear.weight.T  # (B, 16, D)
+    torch.testing.assert_close(laid[..., 3], expected.transpose(1, 2))
+    torch.testing.assert_close(laid[..., 0], laid[..., 15])
+    far, close = window.clone(), window.clone()
+    far[:, [0, 4, 12, 15]] += 3.0
+    close[:, 9] += 3.0
+
+    def run(w):
+        return model.audio_latent(audio_window_to_input(w, "whisper"))
+
+    torch.testing.assert_close(run(far), run(window))
+    assert (run(close) - run(window)).abs().max() > 1e-4
+    # built from a config, and the ONNX export agrees with torch
+    cfg = Config().override({"model.channels": m.channels, "model.image_size": m.image_size,
+                             "model.audio_mode": "whisper", "model.audio_dim": dim,
+                             "model.audio_context": 2, "model.audio_project": 16})
+    built = Generator.from_config(cfg).eval()
+    assert built.project is not None and set(built.state_dict()) == set(model.state_dict())
+    built.load_state_dict(model.state_dict())
+    source = tmp_path / "generator.pt"
+    torch.save(built.state_dict(), source)
+    onnx = backends.cached_onnx(built, backends.generator_inputs(cfg), source, "projected")
+    x = torch.rand(2, 6, m.image_size, m.image_size)
+    with torch.no_grad():
+        want = built(x, audio).numpy()
+    got = onnx(x.numpy(), audio.numpy())
+    assert abs(got - want).max() < 1e-4
+    with pytest.raises(ValueError, match="audio_project"):
+        Generator("whisper", m.channels, m.image_size, dim, audio_project=-1)
