@@ -946,9 +946,8 @@ def _as_wav(audio: str | os.PathLike | np.ndarray, sample_rate: int) -> Iterator
             if not info.has_audio:
                 raise InferError(f"{path} has no audio track")
             try:
-                media.run_ffmpeg(["-y", "-i", str(path), "-map", "0:a:0", "-af",
-                                  media.mono_audio_filter(sample_rate), "-ac", "1",
-                                  "-ar", str(sample_rate), "-c:a", "pcm_f32le", str(tmp)])
+                media.run_ffmpeg(["-y", "-i", str(path), *media.mono_audio_args(sample_rate),
+                                  "-c:a", "pcm_f32le", str(tmp)])
             except media.MediaError as exc:
                 raise InferError(f"cannot decode the audio of {path}: {exc}") from exc
         yield tmp

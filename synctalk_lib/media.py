@@ -302,27 +302,28 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 # ------------------------------------------------------------------------------------- audio
 
 
-def mono_audio_filter(sample_rate: int) -> str:
-    """ffmpeg's -af for any audio track -> mono at sample_rate, starting at the file's time 0.
+def mono_audio_args(sample_rate: int) -> list[str]:
+    """ffmpeg's output options that decode a file's first audio track to mono at sample_rate,
+    starting at the file's time 0 (the codec and destination follow them).
 
     Channels are averaged (rematrix_maxval=1); ffmpeg's plain `-ac 1` sums them at -3 dB, which
     makes a centred stereo voice 1.4x louder and can clip. Sample 0 is the file's time 0, as
     frame 0 of `read_frames` is (first_pts=0): a sound track that starts late is padded with
     silence rather than pulled early, which would put the sound out of sync with the picture.
     """
-    return f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1:first_pts=0"
+    mono = f"aresample={sample_rate}:ochl=mono:rematrix_maxval=1:first_pts=0"
+    return ["-map", "0:a:0", "-af", mono, "-ac", "1", "-ar", str(sample_rate)]
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """Decode the first audio track of any file to (N,) float32 mono in [-1, 1] at sample_rate
-    (`mono_audio_filter`: channels averaged, sample 0 at the file's time 0)."""
+    (`mono_audio_args`: channels averaged, sample 0 at the file's time 0)."""
     info = probe(path)
     if not info.has_audio:
         raise MediaError(f"{path} has no audio track; record with sound or pass the audio "
                          "separately (e.g. a .wav)")
-    out = run_ffmpeg(["-i", str(info.path), "-map", "0:a:0",
-                      "-af", mono_audio_filter(sample_rate),
-                      "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]).stdout
+    out = run_ffmpeg(["-i", str(info.path), *mono_audio_args(sample_rate),
+                      "-f", "f32le", "pipe:1"]).stdout
     if not out:
         raise MediaError(f"{path} has an audio track with no samples — re-record the audio")
     return np.clip(np.frombuffer(out, "<f4"), -1.0, 1.0).astype(np.float32)
@@ -525,7 +526,7 @@ __all__ = [
     "VideoWriter",
     "ffmpeg_exe",
     "load_audio",
-    "mono_audio_filter",
+    "mono_audio_args",
     "probe",
     "read_frames",
     "read_image",
