@@ -16,6 +16,7 @@ batch and gradients are averaged by DDP (gloo on CPU, NCCL on CUDA); only rank 0
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -260,6 +261,43 @@ class Adversary:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (`train.ema`), kept beside it.
+
+    At a constant lr the weights wander around a good region; their average sits nearer its
+    middle, so the saved model moves less from one checkpoint to the next. The first steps
+    keep less of the average (decay (1 + n) / (10 + n) until that reaches `decay`), else the
+    random start would linger in it for hundreds of steps. BatchNorm's running statistics are
+    averaged like the weights; integer counters are copied.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise TrainError(f"train.ema = {decay} must be between 0 and 1 (0.995 keeps about "
+                             "the last 200 steps; 0 turns the average off)")
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = model.state_dict()
+        for key, avg in self.model.state_dict().items():
+            if avg.dtype.is_floating_point:
+                avg.lerp_(current[key].detach(), 1.0 - keep)
+            else:
+                avg.copy_(current[key])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any], averaged: dict[str, torch.Tensor]) -> None:
+        self.updates = int(state["updates"])
+        self.model.load_state_dict(averaged)
+
+
 # ---------------------------------------------------------------- the loop
 
 @reuse_freed_memory()
@@ -315,6 +353,7 @@ def train_generator(
     if syncnet is not None:
         syncnet = syncnet.to(dev).eval().requires_grad_(False)
     adversary = Adversary(cfg, mouth, dev) if tcfg.gan_weight > 0 else None
+    average = WeightAverage(model, tcfg.ema) if tcfg.ema > 0 else None
     loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev, adversary,
                        audio_std=features[split.train].std(0))
     history: list[dict[str, Any]] = []
@@ -323,13 +362,20 @@ def train_generator(
     if resume and latest:
         state = checkpoint.load_checkpoint(latest[-1], kind="generator",
                                            expect=_must_match(cfg), map_location=dev)
-        model.load_state_dict(state["model"])
+        aux = state.get("aux", {})
+        # with an average on, "model" is the average and the raw weights are in aux
+        model.load_state_dict(aux.get("raw_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
+        if average is not None:
+            if "average" in aux:
+                average.load_state_dict(aux["average"], state["model"])
+            else:  # the average starts now, from the weights trained so far
+                average.model.load_state_dict(model.state_dict())
         step = state["step"]
         history = state["extra"].get("history", [])
         checkpoint.set_rng_state(state["rng"])
-        if adversary is not None and "discriminator" in state.get("aux", {}):
-            adversary.load_state_dict(state["aux"]["discriminator"])
+        if adversary is not None and "discriminator" in aux:
+            adversary.load_state_dict(aux["discriminator"])
         log.info("resumed from %s at step %d", latest[-1].name, step)
     best_val = min((h["val_l1"] for h in history if "val_l1" in h), default=math.inf)
     keep_best = len(split.val) >= tcfg.best_min_val_frames
@@ -351,6 +397,7 @@ def train_generator(
     first_step, planned = step, total
     running: dict[str, list[float]] = {}
     last_path = latest[-1] if latest else out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
+    saved_model = model if average is None else average.model  # validated, saved, picked
     while step < total:
         idx = batch_indices(step, len(train_set), tcfg.batch_size, tcfg.seed, rank, world)
         batch = _to(_collate([train_set[int(i)] for i in idx]), dev)
@@ -372,6 +419,8 @@ def train_generator(
                 f"out of memory at batch size {tcfg.batch_size} on {dev}; set "
                 f"train.batch_size={max(tcfg.batch_size // 2, 1)} (training resumes from the "
                 "last checkpoint)") from exc
+        if average is not None:
+            average.update(model)
         step += 1
         for k, v in {"loss": loss.item(), **parts}.items():
             running.setdefault(k, []).append(v)
@@ -389,7 +438,7 @@ def train_generator(
             entry.update({k: float(np.mean(v)) for k, v in running.items()})
             running, t_log = {}, now
             if step % tcfg.val_every == 0 or step == total:
-                entry["val_l1"] = validate(model, val_set, cfg, dev)
+                entry["val_l1"] = validate(saved_model, val_set, cfg, dev)
             history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             if rank == 0:
@@ -401,12 +450,13 @@ def train_generator(
             val = next((h["val_l1"] for h in reversed(history)
                         if h["step"] == step and "val_l1" in h), None)
             if val is None:
-                val = validate(model, val_set, cfg, dev)
+                val = validate(saved_model, val_set, cfg, dev)
             last_path = _save(out_dir, model, optimizer, cfg, step, history, loss_fn, val,
-                              adversary)
+                              adversary, average)
             if keep_best and val < best_val:
                 best_val = val
-                checkpoint.save_checkpoint(out_dir / BEST, kind="generator", model=model, cfg=cfg,
+                checkpoint.save_checkpoint(out_dir / BEST, kind="generator", model=saved_model,
+                                           cfg=cfg,
                                            step=step, extra=_extra(history, loss_fn, val),
                                            with_rng=False)
     bar.close()
@@ -484,9 +534,18 @@ def _extra(history: list[dict[str, Any]], loss_fn: StepLoss, val: float) -> dict
 
 
 def _save(out_dir: Path, model, optimizer, cfg: Config, step: int, history, loss_fn,
-          val: float, adversary: Adversary | None = None) -> Path:
+          val: float, adversary: Adversary | None = None,
+          average: WeightAverage | None = None) -> Path:
+    """A rolling checkpoint: the average as "model" when there is one (the raw weights and
+    the discriminator in "aux", for resuming)."""
     path = out_dir / f"{GENERATOR_PREFIX}{step:07d}.pt"
-    aux = None if adversary is None else {"discriminator": adversary.state_dict()}
+    aux: dict[str, Any] = {}
+    if adversary is not None:
+        aux["discriminator"] = adversary.state_dict()
+    if average is not None:
+        aux["raw_model"] = model.state_dict()
+        aux["average"] = average.state_dict()
+        model = average.model
     checkpoint.save_checkpoint(path, kind="generator", model=model, cfg=cfg, step=step,
                                optimizer=optimizer, extra=_extra(history, loss_fn, val), aux=aux)
     for old in checkpoints_of(out_dir)[: -cfg.train.keep_last]:

@@ -273,3 +273,54 @@ def test_closed_references_come_from_the_most_closed_training_frames(person):
         assert (pool - ref).abs().flatten(1).max(1).values.min() < 1e-6
     with pytest.raises(train.TrainError, match="random"):
         train.reference_frames(ds, TINY.override({"train.reference": "still"}))
+
+
+def test_weight_average_follows_the_weights_slowly_and_leaves_training_alone(person, tmp_path):
+    ds, feats = person
+    plain = train.train_generator(ds, TINY, tmp_path / "plain", feats, steps=10, progress=False)
+    cfg = TINY.override({"train.ema": 0.9})
+    averaged = train.train_generator(ds, cfg, tmp_path / "ema", feats, steps=10, progress=False)
+    a = checkpoint.load_checkpoint(plain.checkpoint, kind="generator")
+    b = checkpoint.load_checkpoint(averaged.checkpoint, kind="generator")
+    # the average is only watched: the raw weights are those of the run without it
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["aux"]["raw_model"][key], value, rtol=1e-5, atol=1e-6)
+    assert b["aux"]["average"]["updates"] == 10
+    # what is saved as the model (and rendered) is the average, not the raw weights
+    moved = [key for key, value in b["model"].items() if value.is_floating_point()
+             and not torch.allclose(value, b["aux"]["raw_model"][key])]
+    assert len(moved) > len(b["model"]) // 2
+    model, _ = train.load_generator(averaged.checkpoint)
+    assert all(torch.equal(v, b["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_weight_average_keeps_less_of_itself_in_the_first_steps():
+    net = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(net.weight)
+    average = train.WeightAverage(net, 0.99)
+    torch.nn.init.ones_(net.weight)
+    average.update(net)  # keeps 2/11 of the zeros, not 0.99 of them
+    assert average.model.weight.detach() == pytest.approx(np.full((1, 2), 9 / 11))
+    for _ in range(2000):
+        average.update(net)
+    assert average.model.weight.detach() == pytest.approx(np.ones((1, 2)))
+    net.weight.data.fill_(2.0)
+    average.update(net)  # late on, the full decay: 0.99 of the average stays
+    assert average.model.weight.detach() == pytest.approx(np.full((1, 2), 1.01))
+    with pytest.raises(train.TrainError, match="between 0 and 1"):
+        train.WeightAverage(net, 1.0)
+
+
+def test_resume_with_a_weight_average_continues_exactly(person, tmp_path):
+    ds, feats = person
+    cfg = TINY.override({"train.ema": 0.9})
+    straight = train.train_generator(ds, cfg, tmp_path / "a", feats, steps=10, progress=False)
+    train.train_generator(ds, cfg, tmp_path / "b", feats, steps=5, progress=False)
+    resumed = train.train_generator(ds, cfg, tmp_path / "b", feats, steps=10, progress=False)
+    a = checkpoint.load_checkpoint(straight.checkpoint, kind="generator")
+    b = checkpoint.load_checkpoint(resumed.checkpoint, kind="generator")
+    for part in ("model", "raw"):
+        wa = a["model"] if part == "model" else a["aux"]["raw_model"]
+        wb = b["model"] if part == "model" else b["aux"]["raw_model"]
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
