@@ -192,6 +192,12 @@ class TrainConfig:
     # that frame's mouth (r 0.82 with the real opening on training frames, 0.5 on held-out
     # ones); noise keeps only what many windows share, like a ridge penalty (docs/real_footage.md)
     audio_noise: float = 0.0
+    # the recording's sound pitch-shifted by these semitones (`whisper` features only), each
+    # shift one more set of features for the same frames; a training sample hears one of the
+    # sets (the original among them) at random. Why: each frame's mouth then comes with
+    # several sounds of it, so the audio branch cannot learn one exact sound per frame, and
+    # the voice varies as other people's voices do
+    audio_variants: tuple[float, ...] = ()
     temporal_weight: float = 1.0  # generated frame-to-frame mouth change = real change
     # adversarial term of a patch discriminator on the mouth box (discriminator.py; 0 = off):
     # L1 alone is minimised by an average, half-open, soft mouth
@@ -380,17 +386,24 @@ def _replace_path(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
         return dataclasses.replace(obj, **{head: _replace_path(current, parts[1:], value, full_key)})
     if dataclasses.is_dataclass(current):
         raise KeyError(f"config key {full_key!r} names a section; set its fields instead")
-    return dataclasses.replace(obj, **{head: _coerce(value, current, full_key)})
+    return dataclasses.replace(obj, **{head: _coerce(value, current, full_key,
+                                                      str(names[head].type))})
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Accept a value of the default's type; ints widen to floats, strings from the CLI parse."""
+_ITEM_TYPES = {"tuple[float, ...]": float, "tuple[int, ...]": int}
+
+
+def _coerce(value: Any, current: Any, key: str, annotation: str = "") -> Any:
+    """Accept a value of the default's type; ints widen to floats, strings from the CLI parse.
+    An empty tuple's items take the type its annotation names (str if none)."""
     kind = type(current)
     if kind is tuple:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"config key {key!r} expects a sequence, got {value!r}")
-        elem = type(current[0]) if current else str
+        elem = type(current[0]) if current else _ITEM_TYPES.get(annotation, str)
+        if isinstance(value, str) and not value.strip():
+            return ()
         try:
             return tuple(elem(v) for v in items)
         except ValueError as exc:

@@ -146,15 +146,20 @@ class GeneratorSamples(Dataset):
       "inputs": (W, 6, S, S) float32 [0,1] RGB: ch 0-2 one reference frame (a random one of
                 `references`, the same for the whole window), ch 3-5 the masked target;
       "targets": (W, 3, S, S) float32 [0,1] RGB real frames;
-      "audio": (W, 16, F) float32 audio features around each frame;
+      "audio": (W, 16, F) float32 audio features around each frame (with `variants`, an
+               augmented sample's come from one of the sets at random, the original among
+               them);
       "mel": what SyncNet hears with the W stacked frames (`syncnet.audio_windows` of the
              window's first frame): (1, 80, 16) float32 mel, or (W, F) speech features;
       "index": first frame index.
     """
 
     def __init__(self, patches: np.ndarray, features: np.ndarray, sync_audio: np.ndarray,
-                 starts: np.ndarray, references: np.ndarray, cfg: Config, augment: bool):
+                 starts: np.ndarray, references: np.ndarray, cfg: Config, augment: bool,
+                 variants: np.ndarray | None = None):
         self.patches, self.features, self.mels = patches, features, sync_audio
+        # (V, T, F) other feature sets of the same frames (`train.audio_variants`)
+        self.variants = variants if variants is not None and len(variants) else None
         self.starts, self.references = starts, references
         self.window = cfg.train.window
         self.rect = crop.mask_rect(cfg.crop, cfg.model.image_size)
@@ -163,7 +168,8 @@ class GeneratorSamples(Dataset):
     @classmethod
     def for_indices(cls, patches: np.ndarray, features: np.ndarray, sync_audio: np.ndarray,
                     indices: np.ndarray, cfg: Config, augment: bool,
-                    references: np.ndarray | None = None) -> GeneratorSamples:
+                    references: np.ndarray | None = None,
+                    variants: np.ndarray | None = None) -> GeneratorSamples:
         """Windows that lie wholly inside `indices` (a contiguous block or the train part).
         sync_audio: per frame, what SyncNet hears (`syncnet.audio_windows`). references: the
         frames a sample's reference is drawn from (default: `indices`)."""
@@ -176,7 +182,7 @@ class GeneratorSamples(Dataset):
                 f"({indices[0] if len(indices) else '-'}..); use a longer video, or raise "
                 "train.val_fraction / lower train.window")
         return cls(patches, features, sync_audio, starts,
-                   indices if references is None else references, cfg, augment)
+                   indices if references is None else references, cfg, augment, variants)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -198,7 +204,11 @@ class GeneratorSamples(Dataset):
         x0, y0, x1, y1 = self.rect
         masked[:, :, y0:y1, x0:x1] = 0
         inputs = torch.cat([reference.expand_as(targets), masked], dim=1)  # (W, 6, S, S)
-        audio = np.stack([feature_window(self.features, i) for i in frames])
+        feats = self.features
+        if self.augment and self.variants is not None:
+            pick = int(torch.randint(len(self.variants) + 1, ()).item())
+            feats = feats if pick == 0 else self.variants[pick - 1]
+        audio = np.stack([feature_window(feats, i) for i in frames])
         return {
             "inputs": inputs,
             "targets": targets,

@@ -44,6 +44,31 @@ def whisper_features_for(ds: PreparedDataset, extractor: whisper.WhisperFeatures
                            lambda: extractor(ds.wav(), ds.n_frames))
 
 
+def pitch_shifted(wav: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:
+    """The sound `semitones` higher (lower when negative), same length and timing: librosa's
+    phase vocoder and resampling; formants move with the pitch, as between people."""
+    import librosa
+
+    return librosa.effects.pitch_shift(np.asarray(wav, np.float32), sr=sample_rate,
+                                       n_steps=float(semitones)).astype(np.float32)
+
+
+def whisper_variant_features_for(ds: PreparedDataset, extractor: whisper.WhisperFeatures,
+                                 source: str, semitones: float) -> np.ndarray:
+    """(T, dim) `whisper` features of the recording pitch-shifted by `semitones`
+    (`train.audio_variants`), cached beside the plain ones as aud_whisper_pitch<+n>.npy."""
+    key = {"whisper": whisper.source_digest(source), "layers": list(extractor.layers),
+           "hop": extractor.hop, "context": extractor.context, "semitones": float(semitones),
+           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
+
+    def compute() -> np.ndarray:
+        return extractor(pitch_shifted(ds.wav(), extractor.media.sample_rate, semitones),
+                         ds.n_frames)
+
+    return cached_features(ds, f"aud_whisper_pitch{semitones:+g}", key, {"whisper": str(source)},
+                           compute)
+
+
 def check_dim(extractor: whisper.WhisperFeatures, cfg: Config, where: str) -> None:
     """A generator trained on one Whisper's features cannot read another's: say which."""
     if cfg.model.audio_dim and cfg.model.audio_dim != extractor.dim:

@@ -313,6 +313,7 @@ def train_generator(
     progress: bool = True,
     on_log: Callable[[list[dict[str, Any]]], None] | None = None,
     log_every: int = 25,
+    variants: np.ndarray | None = None,
 ) -> TrainResult:
     """Train (or continue training) the generator of one person.
 
@@ -323,15 +324,19 @@ def train_generator(
         steps: stop after this many steps in total (default: from cfg.train).
         resume: continue from the newest checkpoint in out_dir when there is one.
         on_log: called with the history after every log line (live plots in notebooks).
+        variants: (V, T, F) more feature sets of the same frames (`train.audio_variants`),
+            heard by training samples at random beside `features`.
     """
     out_dir = Path(out_dir)
     dev = pick_device(device)
     distributed = init_distributed(dev)
     rank, world = _dist_info()
     tcfg = cfg.train
-    if len(features) != ds.n_frames:
-        raise TrainError(f"audio features cover {len(features)} frames but the dataset has "
-                         f"{ds.n_frames}; recompute the features (delete the cached aud_*.npy)")
+    for feats in [features, *(variants if variants is not None else [])]:
+        if len(feats) != ds.n_frames or feats.shape[-1] != features.shape[-1]:
+            raise TrainError(f"audio features cover {len(feats)} frames but the dataset has "
+                             f"{ds.n_frames}; recompute the features (delete the cached "
+                             "aud_*.npy)")
     torch.manual_seed(tcfg.seed + rank)
     np.random.seed(tcfg.seed + rank)
     split = data.split_frames(ds.n_frames, tcfg.heldout_fraction, tcfg.val_fraction)
@@ -341,7 +346,8 @@ def train_generator(
     mels = syncnet_lib.audio_windows(cfg.syncnet, ds.mel_windows(), features)
     references = reference_frames(ds, cfg)
     train_set = data.GeneratorSamples.for_indices(patches, features, mels, split.train, cfg,
-                                                  augment=tcfg.augment, references=references)
+                                                  augment=tcfg.augment, references=references,
+                                                  variants=variants)
     val_set = data.GeneratorSamples.for_indices(patches, features, mels, split.val, cfg,
                                                 augment=False, references=references)
     mouth = data.mouth_box(ds, cfg.model.image_size)
@@ -660,6 +666,9 @@ def train_person(
         raise TrainError("syncnet.audio_input='speech' hears the generator's speech features, "
                          f"which audio_mode {mode!r} does not have; use model.audio_mode="
                          "'whisper' or syncnet.audio_input='mel'")
+    if cfg.train.audio_variants and mode != "whisper":
+        raise TrainError("train.audio_variants pitch-shifts the sound for `whisper` features; "
+                         f"audio mode {mode!r} has none (set train.audio_variants=())")
     hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
     if mode == "hubert":
         hubert.check_dir(hubert_dir)  # say so now, not after SyncNet has trained
@@ -720,13 +729,19 @@ def train_person(
             return audio_features_for(ds, cfg, source, encoder, device)
     if rank == 0:  # one process computes and caches, the others then read the cache
         compute()
+        for semitones in cfg.train.audio_variants:
+            features.whisper_variant_features_for(ds, speech, str(whisper_source), semitones)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     feats = compute()
+    variants = None
+    if cfg.train.audio_variants:  # rank 0 cached them above
+        variants = np.stack([features.whisper_variant_features_for(
+            ds, speech, str(whisper_source), s) for s in cfg.train.audio_variants])
     use_sync = cfg.train.window > 1 and cfg.train.sync_weight > 0
     gen = train_generator(ds, cfg, out_dir, feats, syncnet=expert if use_sync else None,
                           steps=steps, resume=resume, device=device, progress=progress,
-                          on_log=on_log)
+                          on_log=on_log, variants=variants)
     return PersonResult(sync_path, accuracy, features_path, gen)
 
 

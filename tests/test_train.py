@@ -324,3 +324,24 @@ def test_resume_with_a_weight_average_continues_exactly(person, tmp_path):
         wb = b["model"] if part == "model" else b["aux"]["raw_model"]
         for key in wa:
             torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
+
+
+def test_augmented_samples_hear_every_feature_set_and_validation_only_the_original(person):
+    ds, feats = person
+    cfg = TINY.override({"train.window": 1})
+    patches = data.model_patches(ds, cfg.model.image_size)
+    sync_audio = syncnet.audio_windows(cfg.syncnet, ds.mel_windows())
+    variants = np.stack([feats + 100.0, feats + 200.0])
+    idx = np.arange(20)
+
+    def heard(augment: bool) -> set[int]:
+        samples = data.GeneratorSamples.for_indices(patches, feats, sync_audio, idx, cfg,
+                                                    augment=augment, variants=variants)
+        out = set()
+        for _ in range(30):
+            audio = samples[3]["audio"][0, 8].numpy()  # the centre row: frame 3's features
+            out.add(round(float(np.mean(audio - feats[3])) / 100))
+        return out
+
+    assert heard(True) == {0, 1, 2}
+    assert heard(False) == {0}

@@ -283,6 +283,32 @@ def test_speech_syncnet_hears_the_features(whisper_person, tmp_path):
                            dataset_root=root / "dataset", checkpoints_root=tmp_path)
 
 
+def test_pitch_shifted_feature_sets_are_cached_and_trained_on(whisper_person, tmp_path):
+    import shutil
+
+    from synctalk_lib import features
+
+    root, cfg, result = whisper_person
+    (tmp_path / "talker").mkdir()
+    shutil.copy(result.syncnet_path, tmp_path / "talker" / "syncnet.pt")  # not trained again
+    shifted = cfg.override({"train.audio_variants": (-3.0,)})
+    again = train.train_person("talker", shifted, dataset_root=root / "dataset",
+                               checkpoints_root=tmp_path, steps=2, progress=False)
+    assert again.generator.step == 2
+    ds = preprocess.load_dataset("talker", root / "dataset")
+    plain, low = np.load(result.features_path), np.load(ds.paths.folder / "aud_whisper_pitch-3.npy")
+    assert low.shape == plain.shape and not np.allclose(low, plain, atol=1e-3)
+    # a tone an octave up is at twice the frequency, same length
+    t = np.arange(16000) / 16000
+    up = features.pitch_shifted(np.sin(2 * np.pi * 220 * t), 16000, 12)
+    assert len(up) == 16000
+    assert np.argmax(np.abs(np.fft.rfft(up))) == pytest.approx(440, abs=3)
+    with pytest.raises(train.TrainError, match="audio_variants"):
+        train.train_person("talker", shifted.override({"model.audio_mode": "ave",
+                                                       "syncnet.audio_input": "mel"}),
+                           dataset_root=root / "dataset", checkpoints_root=tmp_path)
+
+
 def test_live_stream_equals_offline_frames(whisper_person):
     """A live stream (audio still arriving, not given up front) makes the offline frames."""
     root, _, _ = whisper_person
