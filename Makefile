@@ -23,9 +23,11 @@ test: setup
 lab: setup
 	PORT=$(or $(PORT),8888) NO_BROWSER=$(NO_BROWSER) bash scripts/lab.sh
 
+# ruff, notebooks without outputs, and every docs/<file>.md (§N) citation and docs link resolving
 lint: setup
 	$(PY) -m ruff check synctalk_lib tests bench scripts
 	$(PY) -m nbstripout --verify notebooks/*.ipynb
+	$(PY) scripts/check_citations.py
 
 bench: setup
 	$(PY) bench/preprocess.py

@@ -4,7 +4,7 @@ Cases: presets `cpu` and `hd328` (randomly initialised: the cost is the same as 
 `cpu+whisper` (the `cpu` preset on Whisper features, computed as the audio streams in) ×
 backends onnx / torch × a 512×512 and a 1920×1080 source, each in its own process so its peak
 RSS is its own. The baseline, measured in the same run on the same frames, re-creates the
-SyncTalk_2D reference loop (DESIGN.md §9): read each full frame from a JPEG, crop, run the
+SyncTalk_2D reference loop (docs/design.md §9): read each full frame from a JPEG, crop, run the
 U-Net 328 eagerly in fp32 NCHW at batch 1, paste the whole crop back, write MJPG, then
 re-encode to H.264 (x264 medium) with the audio. `ratio` = our frames/s ÷ the baseline's for
 the same model and source; `x ave` = a `+whisper` case's frames/s ÷ its preset's on the mel
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REFERENCE_FPS = {"512": 3.2, "1080": 2.5}  # SyncTalk_2D end to end on this CPU (§9)
+REFERENCE_FPS = {"512": 3.2, "1080": 2.5}  # SyncTalk_2D end to end on this CPU (docs/design.md §9)
 
 
 def bench_config(name: str):
@@ -232,7 +232,7 @@ def main() -> int:
               f"{r['ratio_vs_design_figure']:>7.2f}{r.get('ratio_vs_ave', float('nan')):>7.2f}"
               f"{r['peak_rss_mb']:>9}")
     print("x ref loop: vs the re-created SyncTalk_2D loop in this run (same model and source); "
-          "x §9: vs DESIGN.md §9's measured reference (3.2 fps at 512², 2.5 at 1080p)")
+          "x §9: vs docs/design.md §9's measured reference (3.2 fps at 512², 2.5 at 1080p)")
     print(f"wrote {args.out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0

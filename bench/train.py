@@ -4,7 +4,7 @@ Each preset runs in its own process (so peak RSS is its own) on a short syntheti
 clip: `train.train_generator` with every loss term on (a randomly initialised SyncNet stands in
 for a trained one: the cost is the same). The first step is warm-up; the rest are timed.
 `hd328` also runs SyncTalk_2D's own step shape (batch 8 single frames, no sync/temporal
-terms), the figure DESIGN.md §9 gives for the reference (11.5-22.6 s per step on this CPU).
+terms), the figure docs/design.md §9 gives for the reference (11.5-22.6 s per step on this CPU).
 Writes JSON to outputs/bench/train.json and prints a table.
 
     .venv/bin/python bench/train.py [--presets tiny cpu hd328] [--steps 6]
@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REFERENCE_S_PER_STEP = (11.5, 22.6)  # SyncTalk_2D, batch 8, L1 + Adam, eager fp32 (§9)
+# SyncTalk_2D, batch 8, L1 + Adam, eager fp32 (docs/design.md §9)
+REFERENCE_S_PER_STEP = (11.5, 22.6)
 CASES = {
     "tiny": {},
     # the mouth discriminator's term on from the first step (its default start is step 200),
@@ -52,7 +53,7 @@ def make_dataset(root: Path) -> None:
 
 def run_reference_loop(steps: int) -> dict:
     """SyncTalk_2D's training step re-created: U-Net 328 in NCHW, batch 8, L1 + Adam (lr 1e-3),
-    eager fp32: the baseline for our step in the same run (DESIGN.md §9 measured the real one
+    eager fp32: the baseline for our step in the same run (docs/design.md §9 measured the real one
     at 11.5-22.6 s on this CPU)."""
     import time
 
@@ -152,7 +153,7 @@ def main() -> int:
     if ref:
         lo, hi = ref["vs_reference"]
         print(f"hd328 reference-shaped step vs SyncTalk_2D's 11.5-22.6 s: {lo}x-{hi}x "
-              "(target >= 1.5x; reference measured on this CPU, DESIGN.md §9)")
+              "(target >= 1.5x; reference measured on this CPU, docs/design.md §9)")
     if ref and loop:
         print(f"hd328 reference-shaped step vs the re-created reference loop in this run: "
               f"{ref['vs_reference_loop']}x")

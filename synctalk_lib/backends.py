@@ -1,7 +1,7 @@
 """Where the generator runs at inference: PyTorch (CPU/CUDA) or ONNX Runtime.
 
 Both take and return numpy arrays so the renderer does not care which one it has. On CPU,
-ONNX Runtime runs the U-Net 3-10x faster than eager PyTorch (DESIGN.md §9), so "auto" picks
+ONNX Runtime runs the U-Net 3-10x faster than eager PyTorch (docs/design.md §9), so "auto" picks
 it when onnxruntime is installed and no GPU is present; the exported file is cached next to
 the checkpoint and keyed on its contents.
 """

@@ -4,7 +4,7 @@ Users of this field get bad models from bad recordings far more often than from 
 settings: too short, the head moving, no silence to learn a closed mouth from, a second
 voice, a tiny face. This module measures each of these from arrays that preprocessing has
 already produced (no decoding here, so the check is instant and testable) and says in plain
-words what is wrong and how to record again. The guidance follows DESIGN.md §1: about
+words what is wrong and how to record again. The guidance follows docs/design.md §1: about
 5 minutes, face toward the camera, little head motion, one speaker, ~5 s of silence at start
 and end, clean audio.
 

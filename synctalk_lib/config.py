@@ -32,7 +32,7 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Mel spectrogram of Wav2Lip / SyncTalk_2D (DESIGN.md §4); 80 mel frames per second."""
+    """Mel spectrogram of Wav2Lip / SyncTalk_2D (docs/design.md §4); 80 mel frames per second."""
 
     preemphasis: float = 0.97
     n_fft: int = 800
@@ -79,7 +79,7 @@ class LandmarkConfig:
 
 @dataclass(frozen=True)
 class CropConfig:
-    """Lower-face crop geometry (DESIGN.md §2) and its temporal smoothing."""
+    """Lower-face crop geometry (docs/design.md §2) and its temporal smoothing."""
 
     size: int = 328  # cached crop side; the model sees the inner size - 2 * ring pixels
     ring: int = 4  # hidden border that absorbs the generator's edge artefacts
@@ -98,7 +98,7 @@ class CropConfig:
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """Thresholds of the recording check, from the field's recording guidance (DESIGN.md §1)."""
+    """Recording check thresholds, from the field's recording guidance (docs/design.md §1)."""
 
     min_duration_s: float = 60.0  # warn below (about 5 minutes is recommended)
     recommended_duration_s: float = 300.0
@@ -136,7 +136,7 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The U-Net 328 generator (DESIGN.md §3); the defaults = SyncTalk_2D's `Model(6, mode)`.
+    """The U-Net 328 generator (docs/design.md §3); the defaults = SyncTalk_2D's `Model(6, mode)`.
 
     Any 5 widths work (halving them cuts FLOPs about 4x) and any image side divisible by 32
     (the bottleneck is image_size / 32); `unet.Generator.from_config` builds it.
@@ -166,7 +166,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Generator training (DESIGN.md §5). A sample is a window of consecutive frames sharing
+    """Generator training (docs/design.md §5). A sample is a window of consecutive frames sharing
     one reference frame, so the sync loss (SyncNet sees `window` frames) and the temporal loss
     (change between neighbours) can be computed on it."""
 
@@ -229,7 +229,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SyncNetConfig:
-    """The lip-sync expert (DESIGN.md §5): a Wav2Lip-style SyncNet trained on the person's data.
+    """The lip-sync expert (docs/design.md §5): a Wav2Lip-style SyncNet trained on one person.
 
     Its audio encoder, trained here, is the `ave` feature extractor of the generator; with the
     default `audio_channels` it has the layout of SyncTalk_2D's `audio_visual_encoder.pth`.
@@ -262,7 +262,7 @@ class SyncNetConfig:
 
 @dataclass(frozen=True)
 class InferConfig:
-    """Rendering new audio with a trained person (DESIGN.md §6). A checkpoint carries these;
+    """Rendering new audio with a trained person (docs/design.md §6). A checkpoint carries these;
     `infer.Avatar.load(..., overrides={"infer.mode": "core"})` changes them per session."""
 
     backend: str = "auto"  # "auto" (fastest available) | "torch" | "onnx"

@@ -1,7 +1,7 @@
 """Lower-face crop geometry: boxes from landmarks, temporal smoothing, crop and paste-back.
 
 The one crop path for dataset, inference and preview, so training and inference cannot
-drift (DESIGN.md §2). A box is (x0, y0, x1, y1) in continuous pixel coordinates (pixel i
+drift (docs/design.md §2). A box is (x0, y0, x1, y1) in continuous pixel coordinates (pixel i
 spans [i, i + 1)), always square: width from cheek to cheek, top at the nose bridge,
 height = width, so it holds nose, mouth and chin. Crops use a sub-pixel affine warp: a box
 that moves by a fraction of a pixel moves the crop by that fraction instead of jumping by

@@ -1,7 +1,7 @@
 """A talking-head demo clip made on the spot from assets inside pip packages.
 
 Nothing is downloaded: the face is scikit-image's `astronaut` photo (Eileen Collins, 512x512),
-the voice is espeak-ng (`tts`). Recipe (DESIGN.md §11):
+the voice is espeak-ng (`tts`). Recipe (docs/design.md §11):
 
 1. Face Mesh landmarks on the still photo (`landmarks.detect_image`).
 2. A piecewise-affine warp over a triangulation of those points plus fixed anchors: the lower
@@ -51,7 +51,7 @@ PAUSE_RANGE = (0.3, 0.8)  # seconds of silence between sentences
 
 # --------------------------------------------------------------------------- face geometry
 
-# MediaPipe Face Mesh indices (DESIGN.md §10), each list ordered from image left to right
+# MediaPipe Face Mesh indices (docs/design.md §10), each list ordered from image left to right
 UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
 UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
@@ -69,7 +69,7 @@ EYES = [
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
              400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
              103, 67, 109]
-FACE_LEFT, FACE_RIGHT, NOSE_BRIDGE = 234, 454, 195  # crop anchors (DESIGN.md §10)
+FACE_LEFT, FACE_RIGHT, NOSE_BRIDGE = 234, 454, 195  # crop anchors (docs/design.md §10)
 
 JAW_DROP = 0.15  # lower-lip travel at opening 1 (face widths); real lips span ~0.1 fw
 CORNER_DROP = 0.3  # mouth corners travel this share of the lower lip's drop
@@ -142,7 +142,7 @@ class TalkingFace:
 
     @property
     def face_box(self) -> tuple[int, int, int, int]:
-        """SyncTalk_2D-style crop box (x0, y0, x1, y1) of the still face (DESIGN.md §10)."""
+        """SyncTalk_2D-style crop box (x0, y0, x1, y1) of the still face (docs/design.md §10)."""
         x0 = self.points[FACE_LEFT, 0]
         x1 = self.points[FACE_RIGHT, 0]
         y0 = self.points[NOSE_BRIDGE, 1]

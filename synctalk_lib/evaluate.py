@@ -1,4 +1,4 @@
-"""Evaluation: is a clip in sync, and how close is a generated clip to the real one (DESIGN.md §7).
+"""Evaluation (docs/design.md §7): is a clip in sync, and how close is a generated one to the real?
 
 Contract: 25 fps frames and 16 kHz mono audio (`media` converts anything to that). Every metric
 works on plain arrays, so the same call scores a generated clip and the real held-out video,

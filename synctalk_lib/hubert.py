@@ -1,4 +1,4 @@
-"""HuBERT speech features for the generator's `hubert` audio mode (DESIGN.md §3-§4).
+"""HuBERT speech features for the generator's `hubert` audio mode (docs/design.md §3-§4).
 
 SyncTalk_2D feeds the generator `facebook/hubert-large-ls960-ft` (hidden size 1024, 50
 frames per second) and gives each 25 fps video frame two HuBERT frames: 2 × 1024 = 2048

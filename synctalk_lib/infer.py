@@ -1,4 +1,4 @@
-"""Inference: a trained person speaks new audio (DESIGN.md §6).
+"""Inference: a trained person speaks new audio (docs/design.md §6).
 
     audio chunks ─> MelStream ─> audio encoder ─> features + silence flags (FeatureStream)
                  ─> template frame per output frame (TemplatePlan, TemplateReader)

@@ -35,7 +35,7 @@ class LandmarkError(RuntimeError):
 class Scheme:
     """Indices of the points that the workbench uses, for one detector's point layout.
 
-    The crop anchors follow SyncTalk_2D (DESIGN.md §2): `left`/`right` cheek contour at mouth
+    The crop anchors follow SyncTalk_2D (docs/design.md §2): `left`/`right` cheek contour at mouth
     height give the crop width, `top` (nose bridge) gives its upper edge.
     """
 
@@ -201,7 +201,7 @@ class FaceAlignmentDetector:
         self._fa = face_alignment.FaceAlignment(
             face_alignment.LandmarksType.TWO_D,
             device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            compile=False,  # compile cost minutes on CPU and ran slower (DESIGN.md §8)
+            compile=False,  # compile cost minutes on CPU and ran slower (docs/design.md §8)
             face_detector_kwargs={"path_to_detector": str(folder / FACE_ALIGNMENT_FILES[0])},
         )
 

@@ -1,4 +1,4 @@
-"""Generator losses (DESIGN.md §5): L1, mouth-weighted L1, perceptual, sync and temporal.
+"""Generator losses (docs/design.md §5): L1, mouth-weighted L1, perceptual, sync and temporal.
 
 The perceptual term uses VGG19 ImageNet features when the weights are on disk
 (`vgg19-dcbb9e9d.pth` in `$TORCH_HOME/hub/checkpoints/`, torchvision's file; nothing is

@@ -2,7 +2,7 @@
 
 Input is `dataset/<name>/<name>.mp4` (any container, codec or frame rate; resampled to 25 fps)
 or an existing SyncTalk_2D folder (`full_body_img/` + `landmarks/` + `aud.wav`). Output, beside
-it (DESIGN.md §1):
+it (docs/design.md §1):
 
     aud.wav                16 kHz mono PCM, shifted against the picture by media.av_offset
     landmarks/N.lms        per-frame landmarks, readable by SyncTalk_2D-era tools

@@ -1,4 +1,4 @@
-"""SyncNet: a lip-sync expert trained on the person's own video (DESIGN.md §4, §5, §7).
+"""SyncNet: a lip-sync expert trained on the person's own video (docs/design.md §4, §5, §7).
 
 A face encoder sees `n_frames` (5) consecutive lower-face patches stacked as 15 channels; an
 audio encoder sees the mel window of the first of those frames (80 mels x 16 frames = 0.2 s,
@@ -745,7 +745,7 @@ class SyncOffset:
 
 
 def sync_offset(face_emb: np.ndarray, audio_emb: np.ndarray, max_shift: int = 15) -> SyncOffset:
-    """Audio-video offset in the manner of SyncNet (LSE-D / LSE-C, DESIGN.md §7).
+    """Audio-video offset in the manner of SyncNet (LSE-D / LSE-C, docs/design.md §7).
 
     face_emb: (N, D) from `embed_faces`, audio_emb: (M, D) from `embed_audio` (row i of each
     starts at frame i). For each shift k in -max..max the mean L2 distance between face row i

@@ -1,7 +1,7 @@
 """Offline text-to-speech with espeak-ng, with per-phoneme timing.
 
 The `espeakng-loader` wheel ships `libespeak-ng.so` and its voice data, so speech works with
-no network and no system package. We drive the C API through ctypes (DESIGN.md §8):
+no network and no system package. We drive the C API through ctypes (docs/design.md §8):
 synchronous mode hands every block of 22.05 kHz PCM to a callback together with the events
 that fall in it; with phoneme events enabled, each phoneme arrives with its start sample, so
 the demo can drive a mouth from the exact phonemes it hears.

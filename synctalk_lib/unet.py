@@ -1,5 +1,5 @@
 """The U-Net 328 generator: a masked lower-face crop plus a reference crop and an audio window in,
-the completed crop out (DESIGN.md §3).
+the completed crop out (docs/design.md §3).
 
 A re-implementation of SyncTalk_2D's `unet_328.py` (`Model(6, mode)`): the `hd328` preset has
 the same layers and parameter count (12,186,935 for `ave` and `hubert`, 12,986,871 for

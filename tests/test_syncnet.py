@@ -19,7 +19,7 @@ CFG = get_config("tiny")
 AVE_BLOCKS = [(1, 32, 3), (32, 32, 3), (32, 32, 3), (32, 64, 3), (64, 64, 3), (64, 64, 3),
               (64, 128, 3), (128, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),
               (256, 512, 3), (512, 512, 1)]
-AVE_PARAMS = 2_812_672  # "2.8 M" (DESIGN.md §9); BatchNorm running stats are buffers
+AVE_PARAMS = 2_812_672  # "2.8 M" (docs/design.md §9); BatchNorm running stats are buffers
 
 
 def _ave_reference_shapes() -> dict[str, tuple[int, ...]]:
