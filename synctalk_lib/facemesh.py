@@ -247,8 +247,9 @@ class FaceMesh:
     def __init__(self, video: bool = True, min_confidence: float = 0.5, num_threads: int = 1,
                  model_dir: Path = MODEL_DIR):
         """min_confidence: threshold of both the detector's and the landmark model's face score
-        (mediapipe's min_detection_confidence and min_tracking_confidence). num_threads: 1 is
-        what mediapipe's CPU graph uses on desktop."""
+        (mediapipe's min_detection_confidence and min_tracking_confidence). num_threads: LiteRT
+        threads; one frame at a time gains little from more, and preprocessing runs beside
+        other work."""
         self.video = video
         self.min_confidence = min_confidence
         detector, mesh = (read_model(f, model_dir) for f in (DETECTOR_FILE, LANDMARK_FILE))
