@@ -17,10 +17,14 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   $PIP install "${TORCH_SPEC:-torch==2.13.0}"
 fi
 $PIP install -e ".[dev]"
-# mediapipe 0.10.21 is the last release whose face models ship inside the wheel (offline
-# landmarks). Its metadata asks for numpy<2, jax and the GUI opencv, none of which it needs
-# for face mesh, so it goes in without dependencies; pyproject lists what it does need.
-$PIP install --no-deps "mediapipe==0.10.21"
+# mediapipe 0.10.21, the reference landmark backend (the default, facemesh, runs the same
+# models on LiteRT), is the last release with the face models and the legacy face_mesh API.
+# Its metadata asks for numpy<2, jax and the GUI opencv, none of which it needs for face mesh,
+# so it goes in without dependencies; pyproject lists what it does need. It has no Python 3.13
+# wheel, so there the workbench goes without it (docs/landmarks.md).
+if "$VENV/bin/python" -c "import sys; sys.exit(sys.version_info >= (3, 13))"; then
+  $PIP install --no-deps "mediapipe==0.10.21"
+fi
 # librosa's first mel call compiles numba kernels (~16 s); pay that once here.
 "$VENV/bin/python" -c "import librosa, numpy as np; librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)" >/dev/null
 # the venv's kernel, inside the venv (not ~/.local): notebooks ask for "python3", and JupyterLab

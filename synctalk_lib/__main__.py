@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="recording to copy into dataset/<name>/ first")
     p.add_argument("--root", default="dataset", help="dataset folder")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    p.add_argument("--backend", choices=["mediapipe", "face_alignment"])
+    p.add_argument("--backend", choices=["auto", "facemesh", "mediapipe", "face_alignment"],
+                   help="landmark backend (default auto: facemesh where LiteRT is installed)")
     p.add_argument("--source", default="auto", choices=["auto", "video", "frames"],
                    help="frames = SyncTalk_2D full_body_img/ folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -490,8 +490,8 @@ def _mouth_item(opening: np.ndarray, found: np.ndarray, scheme: Scheme,
     if not scheme.has_mouth:
         return CheckItem(MOUTH_MOTION, "n/a", "warn",
                          f"Landmark scheme {scheme.name} has no lip points, so mouth motion "
-                         "cannot be measured. Re-run preprocessing with the mediapipe "
-                         "backend to check it.")
+                         "cannot be measured. Re-run preprocessing with the facemesh "
+                         "(default) backend to check it.")
     if not found.any():
         return CheckItem(MOUTH_MOTION, "n/a", "warn", "No face found, so the mouth is unknown.")
     lo, hi = np.percentile(opening[found], _MOTION_RANGE)

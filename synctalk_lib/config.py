@@ -71,7 +71,9 @@ class WhisperConfig:
 class LandmarkConfig:
     """Face landmark detection."""
 
-    backend: str = "mediapipe"  # "mediapipe" (offline, in the wheel) | "face_alignment"
+    # "auto": "facemesh" (Face Mesh's models on LiteRT, shipped) where LiteRT is installed, else
+    # "mediapipe" (the 0.10.21 wheel, Python <= 3.12); or "face_alignment" (local FAN weights)
+    backend: str = "auto"
     min_confidence: float = 0.5
     max_missing_fraction: float = 0.2  # more frames without a face than this is an error
     face_alignment_dir: str = ""  # folder with s3fd/2DFAN4 weights; "" = $TORCH_HOME/hub/checkpoints

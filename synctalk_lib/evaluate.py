@@ -213,7 +213,7 @@ def lip_points(points: np.ndarray, scheme: landmarks.Scheme) -> np.ndarray:
     """(..., P, 2) → (..., M, 2): the lip contour points of the scheme (LIP_POINTS)."""
     if scheme.name not in LIP_POINTS:
         raise ValueError(f"landmark scheme {scheme.name!r} has no lip points; mouth metrics "
-                         "need landmarks.backend='mediapipe' (or 'face_alignment')")
+                         "need landmarks.backend='auto' (Face Mesh) or 'face_alignment'")
     return points[..., list(LIP_POINTS[scheme.name]), :]
 
 

@@ -1,9 +1,15 @@
 """Face landmarks: detector backends, landmark schemes and SyncTalk_2D `.lms` files.
 
 Backends
-- `mediapipe` (default): MediaPipe Face Mesh 0.10.21, 468 points, models inside the wheel, so
-  it works offline; tracking mode on video (≈2–3 ms per 512² frame on 2 cores).
+- `facemesh`: MediaPipe Face Mesh's own two models (shipped in `facemesh_models/`) run by
+  LiteRT through our re-creation of its graph (`facemesh.py`); 468 points, the same as
+  `mediapipe`'s to a few hundredths of a pixel, on Python 3.10-3.13 (docs/landmarks.md).
+- `mediapipe`: MediaPipe Face Mesh 0.10.21, 468 points, models inside the wheel, so it works
+  offline; no wheel for Python 3.13. Kept as the reference the `facemesh` backend is measured
+  against.
+- `auto` (default): `facemesh` when LiteRT is installed, else `mediapipe`.
 - `face_alignment`: the FAN 68-point detector, used only when its weights are already on disk.
+Both Face Mesh backends track the face on video (≈2–4 ms per 512² frame on 2 cores).
 
 A scheme names the points every other module needs (crop anchors, mouth, nose, jaw) so crop,
 checks and evaluation never hard-code indices of one detector.
@@ -12,6 +18,7 @@ checks and evaluation never hard-code indices of one detector.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -134,8 +141,8 @@ class MediapipeDetector:
         except ImportError as exc:
             raise LandmarkError(
                 "the mediapipe backend needs mediapipe==0.10.21 (the last release with face "
-                "models in the wheel); run `make setup` or "
-                "`pip install --no-deps mediapipe==0.10.21`"
+                "models in the wheel, Python <= 3.12); run `make setup`, or "
+                "`pip install --no-deps mediapipe==0.10.21`, or use backend='facemesh'"
             ) from exc
         # the graph's C++ side logs set-up chatter from its threads while it starts and on its
         # first runs: hidden from here to the end of the QUIET_CALLS-th call (or close)
@@ -168,6 +175,27 @@ class MediapipeDetector:
 
     def close(self) -> None:
         self._quiet.close()
+        self._mesh.close()
+
+
+class FaceMeshDetector:
+    """Face Mesh's models without the mediapipe package (`facemesh.FaceMesh`, on LiteRT)."""
+
+    scheme = MEDIAPIPE
+
+    def __init__(self, video: bool = True, min_confidence: float = 0.5):
+        from . import facemesh
+
+        try:
+            self._mesh = facemesh.FaceMesh(video=video, min_confidence=min_confidence)
+        except facemesh.FaceMeshError as exc:
+            raise LandmarkError(str(exc)) from exc
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        _check_rgb(rgb)
+        return self._mesh(rgb)
+
+    def close(self) -> None:
         self._mesh.close()
 
 
@@ -216,20 +244,41 @@ class FaceAlignmentDetector:
         pass
 
 
+BACKENDS = ("auto", "facemesh", "mediapipe", "face_alignment")
+
+
+def resolve_backend(name: str) -> str:
+    """The backend that `name` stands for: `auto` is `facemesh` where LiteRT is installed,
+    else `mediapipe` (a set-up from before LiteRT was a dependency)."""
+    if name not in BACKENDS:
+        raise LandmarkError(
+            f"unknown landmark backend {name!r}; use one of {', '.join(map(repr, BACKENDS))}"
+        )
+    if name != "auto":
+        return name
+    if importlib.util.find_spec("ai_edge_litert") is None and _has_mediapipe():
+        return "mediapipe"
+    return "facemesh"  # without either, its error says what to install
+
+
+def _has_mediapipe() -> bool:
+    return importlib.util.find_spec("mediapipe") is not None
+
+
 def make_detector(cfg: LandmarkConfig, video: bool = True) -> Detector:
-    """Build the configured backend; unknown names list the valid ones."""
-    if cfg.backend == "mediapipe":
+    """Build the configured backend (`resolve_backend`); unknown names list the valid ones."""
+    backend = resolve_backend(cfg.backend)
+    if backend == "facemesh":
+        return FaceMeshDetector(video=video, min_confidence=cfg.min_confidence)
+    if backend == "mediapipe":
         return MediapipeDetector(video=video, min_confidence=cfg.min_confidence)
-    if cfg.backend == "face_alignment":
-        return FaceAlignmentDetector(cfg.face_alignment_dir)
-    raise LandmarkError(
-        f"unknown landmark backend {cfg.backend!r}; use 'mediapipe' or 'face_alignment'"
-    )
+    return FaceAlignmentDetector(cfg.face_alignment_dir)
 
 
 def detect_image(rgb: np.ndarray) -> np.ndarray | None:
-    """Face Mesh on one still image: (468, 2) float32 pixel coords, or None if no face."""
-    detector = MediapipeDetector(video=False)
+    """Face Mesh (the default backend) on one still image: (468, 2) float32 pixel coords, or
+    None if no face."""
+    detector = make_detector(LandmarkConfig(backend="auto"), video=False)
     try:
         return detector(rgb)
     finally:

@@ -355,7 +355,10 @@ def _landmark_stage(
         log.warning("no face in %d of %d frames; filled from neighbouring frames", n - n_found, n)
     return {"scheme": scheme.name, "frames_without_face": n - n_found,
             "missing_ranges": check.true_runs(~found)[:50].tolist(),
-            "from_lms_files": existing is not None}
+            "from_lms_files": existing is not None,
+            # what `auto` stood for on this machine (facemesh and mediapipe agree to ~0.01 %
+            # of the face width, docs/landmarks.md, so the cache key does not include it)
+            "backend": None if existing else landmarks.resolve_backend(cfg.landmarks.backend)}
 
 
 def _existing_lms(

@@ -71,6 +71,7 @@ def test_frames_without_a_face_are_filled_and_counted(tmp_path, astronaut):
     result = ds.meta["results"]["landmarks"]
     assert result["frames_without_face"] == 3
     assert result["missing_ranges"] == [[10, 12], [25, 26]]
+    assert result["backend"] == landmarks.resolve_backend("auto")
     assert not ds.found()[10] and ds.found()[9]
     pts = ds.points()
     assert np.isfinite(pts).all()
