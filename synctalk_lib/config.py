@@ -221,11 +221,12 @@ class TrainConfig:
     # every frame from, so the generator learns to open a closed mouth from the audio alone
     reference: str = "random"
     augment: bool = True  # colour jitter only: geometry must match the audio-free crops
-    # an exponential moving average of the generator's weights, this much of the average kept
-    # each step (0 = off; 0.995 averages about the last 200 steps). Checkpoints hold the
-    # average (what inference, export and the best pick use) and the raw weights to resume
-    # from. Why: at a constant lr one checkpoint to the next swung opening r 0.58-0.81 on a
-    # 6-s tail (docs/real_footage.md)
+    # an exponential moving average of the generator's weights: at step n it keeps
+    # min(ema, (1 + n) / (10 + n)) of itself, i.e. it averages about the last ninth of the
+    # steps so far, at most the last ~200 at 0.995 (0 = off). Checkpoints hold the average
+    # (what inference, export and the best pick use) and the raw weights to resume from.
+    # Why: at a constant lr one checkpoint to the next swung opening r 0.58-0.81 on a 6-s
+    # tail (docs/real_footage.md)
     ema: float = 0.0
 
 
