@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .config import PRESETS, get_config
 
+CHECKPOINT_HELP = ("best (default: generator_best.pt, else the newest), latest (the newest) or a "
+                   "generator checkpoint file")
+
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
     out = {}
@@ -189,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="dataset", help="dataset folder")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
     p.add_argument("--outputs", default="outputs", help="output folder")
-    p.add_argument("--checkpoint", help="generator checkpoint file (default: best, else newest)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="refuse a checkpoint trained with another preset")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"])
@@ -220,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="dataset", help="dataset folder")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
     p.add_argument("--outputs", default="outputs", help="output folder")
-    p.add_argument("--checkpoint", help="generator checkpoint file (default: best, else newest)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"])
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder (default dataset)")
     p.add_argument("--checkpoints", help="checkpoint folder (default checkpoints)")
     p.add_argument("--outputs", help="output folder, for debug saves (default outputs)")
-    p.add_argument("--checkpoint", type=Path, help="generator checkpoint (default: best)")
+    p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"])
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     p.add_argument("--threads", type=int, help="CPU threads for the model")

@@ -65,7 +65,7 @@ from .syncnet_v2 import (  # re-exported: evaluation users find every metric her
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .preprocess import PreparedDataset
+    from .dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 

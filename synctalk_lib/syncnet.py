@@ -45,7 +45,7 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .preprocess import PreparedDataset
+    from .dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 

@@ -33,14 +33,12 @@ import torch.nn.functional as F
 
 from . import checkpoint, data, discriminator, features, losses, unet
 from .config import Config, TrainConfig
+from .dataset import PreparedDataset, load_dataset
 from .device import pick_device, reuse_freed_memory
-from .preprocess import PreparedDataset
+from .generators import BEST, GENERATOR_PREFIX, checkpoints_of, must_match
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-GENERATOR_PREFIX = "generator_"
-BEST = "generator_best.pt"
 
 
 class TrainError(RuntimeError):
@@ -77,11 +75,6 @@ def init_distributed(device: torch.device) -> bool:
 
 
 # ---------------------------------------------------------------- pieces
-
-def checkpoints_of(out_dir: Path) -> list[Path]:
-    """Rolling generator checkpoints, oldest first."""
-    return sorted(out_dir.glob(f"{GENERATOR_PREFIX}[0-9]*.pt"))
-
 
 def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0,
                   world: int = 1) -> np.ndarray:
@@ -367,7 +360,7 @@ def train_generator(
     latest = checkpoints_of(out_dir)
     if resume and latest:
         state = checkpoint.load_checkpoint(latest[-1], kind="generator",
-                                           expect=_must_match(cfg), map_location=dev)
+                                           expect=must_match(cfg), map_location=dev)
         aux = state.get("aux", {})
         # with an average on, "model" is the average and the raw weights are in aux
         model.load_state_dict(aux.get("raw_model", state["model"]))
@@ -524,16 +517,6 @@ def _syncnet_differs(path: Path, cfg: Config) -> bool:
     return cfg.syncnet.audio_input == "speech" and saved.model.audio_dim != cfg.model.audio_dim
 
 
-def _must_match(cfg: Config) -> dict[str, Any]:
-    """Settings a checkpoint must share with the run that resumes it (the audio input's size
-    only when `cfg` knows it: a preset leaves it to the checkpoint)."""
-    must = {"model.audio_mode": cfg.model.audio_mode, "model.channels": cfg.model.channels,
-            "model.image_size": cfg.model.image_size}
-    if cfg.model.audio_dim:
-        must["model.audio_dim"] = cfg.model.audio_dim
-    return must
-
-
 def _extra(history: list[dict[str, Any]], loss_fn: StepLoss, val: float) -> dict[str, Any]:
     return {"history": history, "perceptual": loss_fn.perceptual_name, "val_l1": val,
             "mouth_box": list(loss_fn.mouth)}
@@ -597,40 +580,6 @@ class PersonResult:
     generator: TrainResult
 
 
-def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
-                       encoder: torch.nn.Module, device: str | None = None) -> np.ndarray:
-    """(T, 512) `ave` features per frame, cached as dataset/<name>/aud_ave.npy.
-
-    The cache is keyed on the encoder's weights file and the mel settings, so retraining
-    SyncNet (or pointing at SyncTalk_2D's `audio_visual_encoder.pth`) recomputes them.
-    """
-    from . import files, syncnet
-
-    key = {"encoder": files.file_digest(encoder_source),
-           "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames}
-    return features.cached_features(
-        ds, "aud_ave", key, {"encoder": str(encoder_source)},
-        lambda: syncnet.audio_features(encoder, np.asarray(ds.mel_windows()),
-                                       device=device).astype(np.float32))
-
-
-def hubert_features_for(ds: PreparedDataset, cfg: Config, hubert_dir: Path,
-                        device: str | None = None) -> np.ndarray:
-    """(T, 2048) `hubert` features per frame, cached as dataset/<name>/aud_hu.npy in
-    SyncTalk_2D's (T, 2, 1024) layout, keyed on the HuBERT folder's files and the audio."""
-    from . import hubert
-
-    def compute() -> np.ndarray:
-        extractor = hubert.HubertFeatures.load(hubert_dir, cfg.media, device)
-        feats = extractor(ds.wav(), ds.n_frames)
-        return feats.reshape(ds.n_frames, hubert.FRAMES_PER_VIDEO_FRAME, -1)
-
-    key = {"hubert": hubert.source_digest(hubert_dir),
-           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
-    feats = features.cached_features(ds, "aud_hu", key, {"hubert": str(hubert_dir)}, compute)
-    return feats.reshape(ds.n_frames, -1)
-
-
 def train_person(
     name: str,
     cfg: Config,
@@ -653,7 +602,7 @@ def train_person(
     loss uses, works on mels in every mode. `whisper` features come from the Whisper encoder
     (whisper.resolve_source); the model's per-frame size is written into `model.audio_dim`.
     """
-    from . import hubert, preprocess, syncnet, whisper
+    from . import hubert, syncnet, whisper
 
     mode = cfg.model.audio_mode
     if mode not in ("ave", "hubert", "whisper"):
@@ -684,7 +633,7 @@ def train_person(
             log.info("%s knows English only: speech in other languages still moves the mouth, "
                      "less reliably; set whisper.model_dir to a multilingual Whisper for them",
                      speech.name)
-    ds = preprocess.load_dataset(name, dataset_root)
+    ds = load_dataset(name, dataset_root)
     out_dir = Path(checkpoints_root) / name
     init_distributed(pick_device(device))
     rank, _ = _dist_info()
@@ -708,7 +657,7 @@ def train_person(
         features_path = ds.paths.folder / "aud_hu.npy"
 
         def compute() -> np.ndarray:
-            return hubert_features_for(ds, cfg, hubert_dir, device)
+            return features.hubert_features_for(ds, cfg, hubert_dir, device)
     elif mode == "whisper":
         features_path = ds.paths.folder / "aud_whisper.npy"
 
@@ -726,7 +675,7 @@ def train_person(
             encoder, source = expert.audio_encoder, sync_path
 
         def compute() -> np.ndarray:
-            return audio_features_for(ds, cfg, source, encoder, device)
+            return features.audio_features_for(ds, cfg, source, encoder, device)
     if rank == 0:  # one process computes and caches, the others then read the cache
         compute()
         for semitones in cfg.train.audio_variants:
@@ -774,14 +723,3 @@ def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.nd
                      unet.audio_window_to_input(audio.float().to(device), cfg.model.audio_mode))
         out.append((pred.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)
-
-
-def load_generator(path: str | Path, cfg: Config | None = None,
-                   device: str | None = None) -> tuple[torch.nn.Module, Config]:
-    """Rebuild a generator from its checkpoint; `cfg` (if given) must match its model."""
-    expect = _must_match(cfg) if cfg is not None else None
-    state = checkpoint.load_checkpoint(path, kind="generator", expect=expect)
-    saved: Config = state["config"]
-    model = unet.Generator.from_config(saved.model)
-    model.load_state_dict(state["model"])
-    return model.to(pick_device(device)).eval(), saved

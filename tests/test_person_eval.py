@@ -54,7 +54,7 @@ def test_side_by_side_video_has_both_halves(evaluation):
 
 
 def test_generated_tail_keeps_the_real_frames_outside_the_mouth(evaluation, trained_person):
-    from synctalk_lib.preprocess import load_dataset
+    from synctalk_lib.dataset import load_dataset
     from synctalk_lib.source import VideoFrames
 
     ds = load_dataset(trained_person.name, trained_person.dataset_root)
