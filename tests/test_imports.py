@@ -61,3 +61,34 @@ def test_the_server_loads_no_plotting_or_notebook_widgets():
 def test_networks_do_not_import_the_recording_check_or_the_pipeline(module):
     assert _found(module, ["synctalk_lib.check", "synctalk_lib.preprocess",
                            "synctalk_lib.train"]) == []
+
+
+def test_the_front_door_is_light_until_a_call_is_used():
+    loaded = loaded_by("synctalk_lib")
+    assert "torch" not in loaded
+    assert [m for m in loaded if m.startswith("synctalk_lib.")] == []
+
+
+def test_the_front_door_gives_the_calls_a_user_needs():
+    import synctalk_lib
+    from synctalk_lib import (
+        Avatar,
+        evaluate_person,
+        get_config,
+        infer,
+        person_eval,
+        preprocess,
+        preprocess_person,
+        train,
+        train_person,
+        voice_report,
+        voices,
+    )
+    from synctalk_lib.config import get_config as config_get_config
+
+    assert preprocess_person is preprocess.preprocess and train_person is train.train_person
+    assert Avatar is infer.Avatar and evaluate_person is person_eval.evaluate_person
+    assert voice_report is voices.voice_report and get_config is config_get_config
+    assert set(synctalk_lib.__all__) <= set(dir(synctalk_lib))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        synctalk_lib.nothing  # noqa: B018
