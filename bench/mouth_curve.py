@@ -47,17 +47,17 @@ def training_minutes(path: Path) -> float:
 def audio_use(path: Path, ds, seed: int = 0) -> tuple[float, float]:
     """Mouth-box L1 of training frames with their own audio and with shuffled audio."""
     model, cfg = generators.load_generator(path)
-    features = np.load(ds.paths.folder / f"aud_{cfg.model.audio_mode}.npy")
+    audio_features = np.load(ds.paths.folder / f"aud_{cfg.model.audio_mode}.npy")
     size = cfg.model.image_size
     patches = data.model_patches(ds, size)
     x0, y0, x1, y1 = data.mouth_box(ds, size)
     reference = np.asarray(patches[infer.still_reference_index(ds, cfg)])
     frames = PROBE_FRAMES[PROBE_FRAMES < len(patches)]
     real = np.stack([patches[i] for i in frames])[:, y0:y1, x0:x1].astype(np.float32)
-    shuffled = features[np.random.default_rng(seed).permutation(len(features))]
+    shuffled = audio_features[np.random.default_rng(seed).permutation(len(audio_features))]
     errors = []
     with torch.no_grad():
-        for feats in (features, shuffled):
+        for feats in (audio_features, shuffled):
             pred = train.predict_patches(model, patches, feats, frames, cfg, reference, batch=20)
             errors.append(float(np.abs(pred[:, y0:y1, x0:x1] - real).mean() / 255))
     return errors[0], errors[1]

@@ -101,7 +101,7 @@ def run_case(case: str, root: Path, steps: int) -> dict:
         size=(ds.n_frames, dim // unet.AUDIO_WINDOW)).astype(np.float32)
     expert = syncnet.SyncNet.from_config(cfg) if cfg.train.window > 1 else None
     out = Path(tempfile.mkdtemp(prefix=f"bench-train-{case}-"))
-    result = train.train_generator(ds, cfg, out, feats, syncnet=expert, steps=steps,
+    result = train.train_generator(ds, cfg, out, feats, expert=expert, steps=steps,
                                    progress=False, log_every=1)
     times = [h["s_per_step"] for h in result.history]
     step_s = float(np.median(times[1:])) if len(times) > 1 else times[0]

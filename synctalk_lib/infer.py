@@ -129,16 +129,16 @@ class FeatureStream:
     encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). A
     `source` with push(samples) / finish(n_frames) returning feature rows in frame order
     (`whisper.WhisperStream`) is fed the audio instead. Features that need the whole audio
-    (`hubert`) come instead as `features` (T, F), computed up front; the audio pushed must then
+    (`hubert`) come instead as `precomputed` (T, F), computed up front; the audio pushed must then
     be that same audio. Without `encode`, `silence` must be given. silence_offset: dB
     added to frame levels before the silence test (`silence_offset_db`).
     """
 
     def __init__(self, encode: Callable[[np.ndarray], np.ndarray] | None, cfg: Config,
-                 features: np.ndarray | None = None, silence: np.ndarray | None = None,
+                 precomputed: np.ndarray | None = None, silence: np.ndarray | None = None,
                  silence_offset: float = 0.0, source=None) -> None:
         self.cfg, self._encode = cfg, encode
-        self._given = features
+        self._given = precomputed
         self._source = source
         self.silence_offset = silence_offset
         self._quiet_below = cfg.infer.silence_db - silence_offset
@@ -160,10 +160,10 @@ class FeatureStream:
         self.n_featured = 0  # frames 0..n_featured-1 have features
         self.n_frames: int | None = None  # known after finish()
         self.n_samples = 0
-        if features is not None:
+        if precomputed is not None:
             if silence is None:
                 raise ValueError("precomputed features need the silence feature too")
-            self.n_featured = len(features)
+            self.n_featured = len(precomputed)
         silence = digital_silence_feature(encode, cfg) if silence is None else silence
         silence = np.asarray(silence, np.float32)
         self.silence_window = (silence if silence.ndim == 2

@@ -147,7 +147,7 @@ def total_steps(cfg: Config, n_windows: int) -> int:
 class StepLoss:
     """Computes the weighted loss terms of one batch; holds the frozen helper networks."""
 
-    def __init__(self, cfg: Config, mouth: tuple[int, ...], syncnet: torch.nn.Module | None,
+    def __init__(self, cfg: Config, mouth: tuple[int, ...], expert: torch.nn.Module | None,
                  device: torch.device, adversary: Adversary | None = None,
                  audio_std: np.ndarray | None = None):
         self.cfg = cfg
@@ -158,12 +158,12 @@ class StepLoss:
         self.adversary = adversary
         self.perceptual, self.perceptual_name = losses.perceptual_loss()
         self.perceptual.to(device)
-        if syncnet is not None and cfg.train.window != cfg.syncnet.n_frames:
+        if expert is not None and cfg.train.window != cfg.syncnet.n_frames:
             raise TrainError(
                 f"the sync loss shows SyncNet {cfg.syncnet.n_frames} consecutive frames, but "
                 f"train.window is {cfg.train.window}; set train.window="
                 f"{cfg.syncnet.n_frames} or train.sync_weight=0")
-        self.syncnet = syncnet
+        self.expert = expert  # the frozen SyncNet of the sync loss
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
                  step: int) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
@@ -189,7 +189,7 @@ class StepLoss:
         if weights["temporal"] and w > 1:
             terms["temporal"] = losses.temporal_loss(pred.reshape(b, w, 3, s, s),
                                                      target.reshape(b, w, 3, s, s), self.mouth)
-        if self.syncnet is not None and step >= tcfg.sync_start:
+        if self.expert is not None and step >= tcfg.sync_start:
             terms["sync"] = self._sync_loss(pred.reshape(b, w * 3, s, s), batch["mel"])
             weights["sync"] = tcfg.sync_weight
         if self.adversary is not None and self.adversary.is_on(step):
@@ -203,7 +203,7 @@ class StepLoss:
         if faces.shape[-1] != size:
             faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False,
                                   antialias=True)
-        prob = self.syncnet.sync_probability(faces, mel).clamp(1e-6, 1.0)
+        prob = self.expert.sync_probability(faces, mel).clamp(1e-6, 1.0)
         return -torch.log(prob).mean()
 
 
@@ -298,8 +298,8 @@ def train_generator(
     ds: PreparedDataset,
     cfg: Config,
     out_dir: str | Path,
-    features: np.ndarray,
-    syncnet: torch.nn.Module | None = None,
+    audio_features: np.ndarray,
+    expert: torch.nn.Module | None = None,
     steps: int | None = None,
     resume: bool = True,
     device: str | None = None,
@@ -311,22 +311,22 @@ def train_generator(
     """Train (or continue training) the generator of one person.
 
     Args:
-        features: (T, F) float32 audio features per video frame (`ave`: 512 from the SyncNet
-            audio encoder; `hubert`: 2048, two HuBERT frames), T = ds.n_frames.
-        syncnet: frozen lip-sync expert for the sync loss (None: no sync loss).
+        audio_features: (T, F) float32 audio features per video frame (`ave`: 512 from the
+            SyncNet audio encoder; `hubert`: 2048, two HuBERT frames), T = ds.n_frames.
+        expert: the frozen lip-sync expert (SyncNet) for the sync loss (None: no sync loss).
         steps: stop after this many steps in total (default: from cfg.train).
         resume: continue from the newest checkpoint in out_dir when there is one.
         on_log: called with the history after every log line (live plots in notebooks).
         variants: (V, T, F) more feature sets of the same frames (`train.audio_variants`),
-            heard by training samples at random beside `features`.
+            heard by training samples at random beside `audio_features`.
     """
     out_dir = Path(out_dir)
     dev = pick_device(device)
     distributed = init_distributed(dev)
     rank, world = _dist_info()
     tcfg = cfg.train
-    for feats in [features, *(variants if variants is not None else [])]:
-        if len(feats) != ds.n_frames or feats.shape[-1] != features.shape[-1]:
+    for feats in [audio_features, *(variants if variants is not None else [])]:
+        if len(feats) != ds.n_frames or feats.shape[-1] != audio_features.shape[-1]:
             raise TrainError(f"audio features cover {len(feats)} frames but the dataset has "
                              f"{ds.n_frames}; recompute the features (delete the cached "
                              "aud_*.npy)")
@@ -334,14 +334,14 @@ def train_generator(
     np.random.seed(tcfg.seed + rank)
     split = data.split_frames(ds.n_frames, tcfg.heldout_fraction, tcfg.val_fraction)
     patches = data.model_patches(ds, cfg.model.image_size)
-    from . import syncnet as syncnet_lib
+    from . import syncnet
 
-    mels = syncnet_lib.audio_windows(cfg.syncnet, ds.mel_windows(), features)
+    mels = syncnet.audio_windows(cfg.syncnet, ds.mel_windows(), audio_features)
     references = reference_frames(ds, cfg)
-    train_set = data.GeneratorSamples.for_indices(patches, features, mels, split.train, cfg,
+    train_set = data.GeneratorSamples.for_indices(patches, audio_features, mels, split.train, cfg,
                                                   augment=tcfg.augment, references=references,
                                                   variants=variants)
-    val_set = data.GeneratorSamples.for_indices(patches, features, mels, split.val, cfg,
+    val_set = data.GeneratorSamples.for_indices(patches, audio_features, mels, split.val, cfg,
                                                 augment=False, references=references)
     mouth = data.mouth_box(ds, cfg.model.image_size)
 
@@ -349,12 +349,12 @@ def train_generator(
     model.start_at_colour(data.mean_colour(patches, split.train, cfg))
     model = model.to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    if syncnet is not None:
-        syncnet = syncnet.to(dev).eval().requires_grad_(False)
+    if expert is not None:
+        expert = expert.to(dev).eval().requires_grad_(False)
     adversary = Adversary(cfg, mouth, dev) if tcfg.gan_weight > 0 else None
     average = WeightAverage(model, tcfg.ema) if tcfg.ema > 0 else None
-    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev, adversary,
-                       audio_std=features[split.train].std(0))
+    loss_fn = StepLoss(cfg, mouth, expert if tcfg.window > 1 else None, dev, adversary,
+                       audio_std=audio_features[split.train].std(0))
     history: list[dict[str, Any]] = []
     step = 0
     latest = checkpoints_of(out_dir)
@@ -688,14 +688,14 @@ def train_person(
         variants = np.stack([features.whisper_variant_features_for(
             ds, speech, str(whisper_source), s) for s in cfg.train.audio_variants])
     use_sync = cfg.train.window > 1 and cfg.train.sync_weight > 0
-    gen = train_generator(ds, cfg, out_dir, feats, syncnet=expert if use_sync else None,
+    gen = train_generator(ds, cfg, out_dir, feats, expert=expert if use_sync else None,
                           steps=steps, resume=resume, device=device, progress=progress,
                           on_log=on_log, variants=variants)
     return PersonResult(sync_path, accuracy, features_path, gen)
 
 
 @torch.no_grad()
-def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.ndarray,
+def predict_patches(model: torch.nn.Module, patches: np.ndarray, audio_features: np.ndarray,
                     indices: np.ndarray, cfg: Config, reference: np.ndarray | None = None,
                     batch: int = 16) -> np.ndarray:
     """Generate the inner patches of `indices` from their own masked frames and audio.
@@ -718,7 +718,8 @@ def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.nd
                torch.from_numpy(reference).permute(2, 0, 1).float().div(255).expand_as(target))
         masked = target.clone()
         masked[:, :, y0:y1, x0:x1] = 0
-        audio = torch.from_numpy(np.stack([data.feature_window(features, int(i)) for i in idx]))
+        audio = torch.from_numpy(np.stack([data.feature_window(audio_features, int(i))
+                                           for i in idx]))
         pred = model(torch.cat([ref, masked], 1).to(device),
                      unet.audio_window_to_input(audio.float().to(device), cfg.model.audio_mode))
         out.append((pred.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())

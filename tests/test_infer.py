@@ -87,7 +87,7 @@ def test_a_short_pause_gets_the_whole_pause_window_away_from_its_edges():
             {f"infer.{k}": v for k, v in infer_settings.items()})
         n = audio.n_video_frames(len(wav), cfg.media)
         feats = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
-        fs = infer.FeatureStream(None, cfg, features=feats, silence=pause)
+        fs = infer.FeatureStream(None, cfg, precomputed=feats, silence=pause)
         fs.push(wav)
         fs.finish()
         return fs, feats
