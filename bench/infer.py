@@ -115,11 +115,11 @@ def run_reference(work: Path, preset: str, source: str, seconds: float) -> dict:
     import cv2
     import torch
 
-    from synctalk_lib import media, preprocess, unet
+    from synctalk_lib import dataset, media, unet
     from synctalk_lib.config import get_config
 
     cfg = get_config(preset)
-    ds = preprocess.load_dataset(f"p{source}", work / "dataset")
+    ds = dataset.load_dataset(f"p{source}", work / "dataset")
     n = int(seconds * 25)
     jpgs = work / f"full_body_img_{source}"
     if not jpgs.is_dir():

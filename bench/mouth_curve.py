@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synctalk_lib import checkpoint, data, infer, person_eval, train
+from synctalk_lib import checkpoint, data, generators, infer, person_eval, train
 
 PROBE_FRAMES = np.arange(300, 500)  # training frames of the audio-use probe
 
@@ -46,18 +46,18 @@ def training_minutes(path: Path) -> float:
 
 def audio_use(path: Path, ds, seed: int = 0) -> tuple[float, float]:
     """Mouth-box L1 of training frames with their own audio and with shuffled audio."""
-    model, cfg = train.load_generator(path)
-    features = np.load(ds.paths.folder / f"aud_{cfg.model.audio_mode}.npy")
+    model, cfg = generators.load_generator(path)
+    audio_features = np.load(ds.paths.folder / f"aud_{cfg.model.audio_mode}.npy")
     size = cfg.model.image_size
     patches = data.model_patches(ds, size)
     x0, y0, x1, y1 = data.mouth_box(ds, size)
     reference = np.asarray(patches[infer.still_reference_index(ds, cfg)])
     frames = PROBE_FRAMES[PROBE_FRAMES < len(patches)]
     real = np.stack([patches[i] for i in frames])[:, y0:y1, x0:x1].astype(np.float32)
-    shuffled = features[np.random.default_rng(seed).permutation(len(features))]
+    shuffled = audio_features[np.random.default_rng(seed).permutation(len(audio_features))]
     errors = []
     with torch.no_grad():
-        for feats in (features, shuffled):
+        for feats in (audio_features, shuffled):
             pred = train.predict_patches(model, patches, feats, frames, cfg, reference, batch=20)
             errors.append(float(np.abs(pred[:, y0:y1, x0:x1] - real).mean() / 255))
     return errors[0], errors[1]
@@ -100,21 +100,21 @@ def main() -> int:
         parser.error("--name is required to score a run")
     torch.set_num_threads(max(torch.get_num_threads() // 2, 1))
 
-    from synctalk_lib.preprocess import load_dataset
+    from synctalk_lib.dataset import load_dataset
 
     ds = load_dataset(args.name, args.dataset_root)
     folder = Path(args.checkpoints) / args.name
-    paths = [p for p in sorted(folder.glob(f"{train.GENERATOR_PREFIX}[0-9]*.pt"))
-             if int(p.stem.removeprefix(train.GENERATOR_PREFIX)) >= args.min_step][:: args.every]
+    paths = [p for p in sorted(folder.glob(f"{generators.GENERATOR_PREFIX}[0-9]*.pt"))
+             if int(p.stem.removeprefix(generators.GENERATOR_PREFIX)) >= args.min_step][:: args.every]
     if not paths:
-        raise SystemExit(f"no {train.GENERATOR_PREFIX}*.pt in {folder}")
+        raise SystemExit(f"no {generators.GENERATOR_PREFIX}*.pt in {folder}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or Path(scratch)
         for path in paths:
             own, shuffled = audio_use(path, ds)
             row = {"checkpoint": path.name,
-                   "step": int(path.stem.removeprefix(train.GENERATOR_PREFIX)),
+                   "step": int(path.stem.removeprefix(generators.GENERATOR_PREFIX)),
                    "minutes": round(training_minutes(path), 1),
                    "mouth_l1": own, "mouth_l1_shuffled_audio": shuffled,
                    **heldout_mouth(path, args.name, args.dataset_root, args.checkpoints, tmp)}

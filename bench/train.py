@@ -87,21 +87,21 @@ def run_case(case: str, root: Path, steps: int) -> dict:
     if case == "reference-loop":
         return run_reference_loop(steps)
 
-    from synctalk_lib import preprocess, syncnet, train, unet
+    from synctalk_lib import dataset, syncnet, train, unet
     from synctalk_lib.config import get_config
 
     preset = case.split("-")[0]
     cfg = get_config(preset, {**CASES[case], "train.heldout_fraction": 0.0,
                               "train.val_fraction": 0.2, "train.val_every": 10**6,
                               "train.save_every": 10**6})
-    ds = preprocess.load_dataset("clip", root)
+    ds = dataset.load_dataset("clip", root)
     # random features of the width the resolved audio mode reads (cpu: whisper when installed)
     dim = int(np.prod(unet.audio_feature_shape(cfg.model.audio_mode, cfg.model.audio_dim)))
     feats = np.random.default_rng(0).normal(
         size=(ds.n_frames, dim // unet.AUDIO_WINDOW)).astype(np.float32)
     expert = syncnet.SyncNet.from_config(cfg) if cfg.train.window > 1 else None
     out = Path(tempfile.mkdtemp(prefix=f"bench-train-{case}-"))
-    result = train.train_generator(ds, cfg, out, feats, syncnet=expert, steps=steps,
+    result = train.train_generator(ds, cfg, out, feats, expert=expert, steps=steps,
                                    progress=False, log_every=1)
     times = [h["s_per_step"] for h in result.history]
     step_s = float(np.median(times[1:])) if len(times) > 1 else times[0]

@@ -55,7 +55,7 @@ def best_r(p: np.ndarray, y: np.ndarray, max_lag: int = 3) -> float:
 
 
 def main() -> int:
-    from synctalk_lib import landmarks, preprocess, whisper
+    from synctalk_lib import dataset, landmarks, preprocess, whisper
     from synctalk_lib.config import WhisperConfig, get_config
 
     parser = argparse.ArgumentParser(description=__doc__,
@@ -73,7 +73,7 @@ def main() -> int:
         if not (args.dataset_root / clip / "meta.json").is_file():
             preprocess.preprocess(clip, root=args.dataset_root, cfg=get_config("cpu"),
                                   video=args.shared / f"{clip}.mp4", progress=False)
-        ds = preprocess.load_dataset(clip, args.dataset_root)
+        ds = dataset.load_dataset(clip, args.dataset_root)
         opening = landmarks.mouth_opening(ds.points(), ds.scheme).astype(np.float64)
         opening = np.where(np.isnan(opening), np.nanmedian(opening), opening)
         data[clip] = (ds, (opening - opening.mean()) / (opening.std() + 1e-9))

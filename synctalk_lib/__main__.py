@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .config import PRESETS, get_config
 
+CHECKPOINT_HELP = ("best (default: generator_best.pt, else the newest), latest (the newest) or a "
+                   "generator checkpoint file")
+
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
     out = {}
@@ -89,6 +92,31 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     for r in results:
         print(f"{r.path}  {r.n_frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps), "
               f"{r.silent_frames} silent")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from . import evaluate, generators, person_eval
+
+    chosen: list[Path] = []  # notebook 04: each checkpoint once, however it was named
+    for item in args.checkpoint or [None]:
+        path = generators.resolve_checkpoint(args.name, args.checkpoints, item)
+        if path not in chosen:
+            chosen.append(path)
+    runs = [person_eval.evaluate_person(
+        args.name, path, dataset_root=args.root, checkpoints_root=args.checkpoints,
+        output_root=args.outputs, syncnet_v2_path=args.syncnet_v2,
+        side_by_side=not args.no_side_by_side, backend=args.backend, device=args.device,
+        progress=not args.no_progress, overrides=_overrides(args.set) or None)
+        for path in chosen]
+    print(person_eval.format_table(runs))
+    if len(runs) > 1:
+        best = evaluate.choose_best_checkpoint([r.report for r in runs])
+        print(f"best (a real mouth first, then sync): {best.checkpoint} ({best.reason})")
+    for run in runs:
+        print(f"{run.report['checkpoint']}: report {run.report_path}")
+        print(f"{run.report['checkpoint']}: mouths {run.mouth_sheet}")
+        if run.side_by_side is not None:
+            print(f"{run.report['checkpoint']}: real | generated {run.side_by_side}")
 
 
 def _cmd_voices(args: argparse.Namespace) -> None:
@@ -189,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="dataset", help="dataset folder")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
     p.add_argument("--outputs", default="outputs", help="output folder")
-    p.add_argument("--checkpoint", help="generator checkpoint file (default: best, else newest)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="refuse a checkpoint trained with another preset")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"])
@@ -204,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. infer.silence_db=-45)")
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("evaluate", help="score a trained person's held-out tail, real against "
+                       "generated: sync, likeness, mouth and silence (notebook 04)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--checkpoint", action="append", metavar="CHECKPOINT",
+                   help=CHECKPOINT_HELP + "; repeatable, to compare several")
+    p.add_argument("--syncnet-v2", type=Path, help="syncnet_python's syncnet_v2.model for "
+                   "LSE-D / LSE-C (default: $SYNCNET_V2, checkpoints/ or the torch hub folder; "
+                   "skipped if absent)")
+    p.add_argument("--root", default="dataset", help="dataset folder")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
+    p.add_argument("--outputs", default="outputs", help="output folder (report in "
+                   "outputs/<name>/eval/)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    p.add_argument("--no-side-by-side", action="store_true",
+                   help="skip the real | generated video")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="inference setting to evaluate with, repeatable "
+                   "(e.g. infer.pause_feature=digital)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("voices", help="voice report: render a trained person with other "
                        "voices and measure the mouth from landmarks on the output")
@@ -220,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="dataset", help="dataset folder")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
     p.add_argument("--outputs", default="outputs", help="output folder")
-    p.add_argument("--checkpoint", help="generator checkpoint file (default: best, else newest)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"])
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -234,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder (default dataset)")
     p.add_argument("--checkpoints", help="checkpoint folder (default checkpoints)")
     p.add_argument("--outputs", help="output folder, for debug saves (default outputs)")
-    p.add_argument("--checkpoint", type=Path, help="generator checkpoint (default: best)")
+    p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"])
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     p.add_argument("--threads", type=int, help="CPU threads for the model")

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from . import crop, landmarks
 from .config import Config
-from .preprocess import PreparedDataset
+from .dataset import PreparedDataset
 from .unet import AUDIO_WINDOW
 
 

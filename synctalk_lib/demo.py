@@ -780,11 +780,11 @@ def make_demo(root: str | Path = "dataset", name: str = "demo", seconds: float =
 def _read_json(path: Path) -> dict:
     """The demo's metadata, or {} if unreadable (then the demo is simply rebuilt)."""
     try:
-        data = json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("cannot read %s (%s); rebuilding the demo", path, exc)
         return {}
-    return data if isinstance(data, dict) else {}
+    return meta if isinstance(meta, dict) else {}
 
 
 __all__ = [

@@ -45,8 +45,7 @@ import scipy.ndimage
 import scipy.signal
 
 from . import audio as audio_lib
-from . import crop, data, files, landmarks, media, syncnet
-from . import syncnet_v2 as v2
+from . import crop, data, files, landmarks, media, syncnet, syncnet_v2
 from .config import Config, get_config
 from .progress import progress_bar
 from .syncnet_v2 import (  # re-exported: evaluation users find every metric here
@@ -55,17 +54,12 @@ from .syncnet_v2 import (  # re-exported: evaluation users find every metric her
     SyncNetV2,
     SyncNetV2WeightsError,
     load_syncnet_v2,
-    syncnet_v2_boxes,
-    syncnet_v2_crop,
-    syncnet_v2_crop_boxes,
-    syncnet_v2_mfcc,
-    syncnet_v2_search_paths,
 )
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .preprocess import PreparedDataset
+    from .dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +284,7 @@ def make_clip(frames: Frames, wav: np.ndarray, *, boxes: np.ndarray | None = Non
                          "box per frame")
     size = cfg.crop.size
     crops = np.empty((len(track), size, size, 3), np.uint8)
-    v2_boxes = syncnet_v2_crop_boxes(track.points) if face_crops else None
+    v2_boxes = syncnet_v2.crop_boxes(track.points) if face_crops else None
     v2 = np.empty((len(track), V2_SIZE, V2_SIZE, 3), np.uint8) if face_crops else None
     n = 0
     for i, frame in enumerate(progress_bar(_iter_frames(frames), total=len(track), desc="crops",
@@ -299,7 +293,7 @@ def make_clip(frames: Frames, wav: np.ndarray, *, boxes: np.ndarray | None = Non
             raise ValueError(f"more frames than the {len(track)} of the landmarks/boxes given")
         crops[i] = crop.crop_face(frame, boxes[i], size)
         if v2 is not None:
-            v2[i] = syncnet_v2_crop(frame, v2_boxes[i])
+            v2[i] = syncnet_v2.face_crop(frame, v2_boxes[i])
         n += 1
     if n != len(track):
         raise ValueError(f"{n} frames for {len(track)} boxes/landmarks; pass matching lengths")
@@ -322,9 +316,9 @@ def dataset_clip(ds: PreparedDataset, start: int = 0, stop: int | None = None,
     crops = np.ascontiguousarray(ds.crops()[start:stop])
     v2 = None
     if face_crops:
-        v2_boxes = syncnet_v2_crop_boxes(track.points)
+        v2_boxes = syncnet_v2.crop_boxes(track.points)
         frames = ds.frames().iter_frames(start=start, count=stop - start)
-        v2 = np.stack([syncnet_v2_crop(f, b) for f, b in zip(
+        v2 = np.stack([syncnet_v2.face_crop(f, b) for f, b in zip(
             progress_bar(frames, total=stop - start, desc="face crops", enabled=progress),
             v2_boxes)])
     return Clip(name, crops, track.boxes, track, check_audio(wav), cfg, v2)
@@ -586,7 +580,7 @@ def syncnet_v2_sync(net: SyncNetV2, face_crops: np.ndarray, wav: np.ndarray,
     n_windows = n_min - V2_WINDOW
     if n_windows < 1:
         raise ValueError(f"{n_min} frames are too few for syncnet_v2 (needs > {V2_WINDOW})")
-    face_emb, audio_emb = v2.embed(net, face_crops, wav, n_windows, sample_rate, batch,
+    face_emb, audio_emb = syncnet_v2.embed(net, face_crops, wav, n_windows, sample_rate, batch,
                                    progress)
     return score_embeddings(face_emb, audio_emb, network="syncnet_v2", fps=fps,
                             n_window_frames=V2_WINDOW,
@@ -606,8 +600,8 @@ def syncnet_v2_score(net: SyncNetV2, frames: Frames, wav: np.ndarray, *,
     if points is None:
         frames = _rereadable(frames)
         points = track_faces(frames, cfg, progress).points
-    boxes = syncnet_v2_crop_boxes(points)
-    crops = [syncnet_v2_crop(f, b) for f, b in zip(_iter_frames(frames), boxes)]
+    boxes = syncnet_v2.crop_boxes(points)
+    crops = [syncnet_v2.face_crop(f, b) for f, b in zip(_iter_frames(frames), boxes)]
     if len(crops) != len(boxes):
         raise ValueError(f"landmarks for {len(boxes)} frames but only {len(crops)} frames")
     return syncnet_v2_sync(net, np.stack(crops), wav, cfg.media.fps, cfg.media.sample_rate,
@@ -1402,12 +1396,7 @@ __all__ = [
     "speech_frames",
     "sync_curve",
     "sync_score",
-    "syncnet_v2_boxes",
-    "syncnet_v2_crop",
-    "syncnet_v2_crop_boxes",
-    "syncnet_v2_mfcc",
     "syncnet_v2_score",
-    "syncnet_v2_search_paths",
     "syncnet_v2_sync",
     "track_faces",
     "write_report",

@@ -79,21 +79,21 @@ def read_model(name: str, model_dir: Path = MODEL_DIR) -> bytes:
     expected, origin = MODEL_FILES[name]
     path = Path(model_dir) / name
     try:
-        data = path.read_bytes()
+        content = path.read_bytes()
     except OSError as exc:
         raise FaceMeshError(
             f"facemesh model {path} cannot be read ({exc}); it ships with synctalk_lib "
             f"(copied from {origin} in the mediapipe 0.10.21 wheel): restore it with "
             "`git checkout -- synctalk_lib/facemesh_models` or reinstall the package"
         ) from exc
-    found = hashlib.sha256(data).hexdigest()
+    found = hashlib.sha256(content).hexdigest()
     if found != expected:
         raise FaceMeshError(
             f"facemesh model {path} has sha256 {found}, expected {expected} (the file from "
             f"{origin}, mediapipe 0.10.21); it is damaged or was replaced: restore it with "
             "`git checkout -- synctalk_lib/facemesh_models` or reinstall the package"
         )
-    return data
+    return content
 
 
 class Model:

@@ -1,7 +1,7 @@
 """A recording's audio features per video frame, computed once and cached in its dataset.
 
 Training and inference both need them (inference for the pause feature's candidates), so
-they live here rather than in either: dataset/<name>/<stem>.npy, with a key file in the
+they live here rather than in either (`ave`, `whisper` and `hubert` features alike): dataset/<name>/<stem>.npy, with a key file in the
 dataset's cache that names what they were computed from; a changed key recomputes them.
 """
 
@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import files, whisper
 from .config import Config
-from .preprocess import PreparedDataset
+from .dataset import PreparedDataset
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cached_features(ds: PreparedDataset, stem: str, key_parts: dict[str, Any],
@@ -67,6 +71,40 @@ def whisper_variant_features_for(ds: PreparedDataset, extractor: whisper.Whisper
 
     return cached_features(ds, f"aud_whisper_pitch{semitones:+g}", key, {"whisper": str(source)},
                            compute)
+
+
+def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
+                       encoder: torch.nn.Module, device: str | None = None) -> np.ndarray:
+    """(T, 512) `ave` features per frame, cached as dataset/<name>/aud_ave.npy.
+
+    The cache is keyed on the encoder's weights file and the mel settings, so retraining
+    SyncNet (or pointing at SyncTalk_2D's `audio_visual_encoder.pth`) recomputes them.
+    """
+    from . import syncnet
+
+    key = {"encoder": files.file_digest(encoder_source),
+           "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames}
+    return cached_features(
+        ds, "aud_ave", key, {"encoder": str(encoder_source)},
+        lambda: syncnet.audio_features(encoder, np.asarray(ds.mel_windows()),
+                                       device=device).astype(np.float32))
+
+
+def hubert_features_for(ds: PreparedDataset, cfg: Config, hubert_dir: Path,
+                        device: str | None = None) -> np.ndarray:
+    """(T, 2048) `hubert` features per frame, cached as dataset/<name>/aud_hu.npy in
+    SyncTalk_2D's (T, 2, 1024) layout, keyed on the HuBERT folder's files and the audio."""
+    from . import hubert
+
+    def compute() -> np.ndarray:
+        extractor = hubert.HubertFeatures.load(hubert_dir, cfg.media, device)
+        feats = extractor(ds.wav(), ds.n_frames)
+        return feats.reshape(ds.n_frames, hubert.FRAMES_PER_VIDEO_FRAME, -1)
+
+    key = {"hubert": hubert.source_digest(hubert_dir),
+           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
+    feats = cached_features(ds, "aud_hu", key, {"hubert": str(hubert_dir)}, compute)
+    return feats.reshape(ds.n_frames, -1)
 
 
 def check_dim(extractor: whisper.WhisperFeatures, cfg: Config, where: str) -> None:

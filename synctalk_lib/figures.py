@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from . import crop
-from .preprocess import PreparedDataset
+from .dataset import PreparedDataset
 
 
 def crop_contact_sheet(ds: PreparedDataset, n: int = 12, cols: int = 6,

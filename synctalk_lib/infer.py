@@ -42,10 +42,10 @@ from . import whisper as whisper_lib
 from .checkpoint import CheckpointError
 from .config import Config, get_config
 from .data import AUDIO_WINDOW, closed_mouth_frames, still_reference_index
+from .dataset import PreparedDataset, PreprocessError, load_dataset
 from .device import pick_device
-from .preprocess import PreparedDataset, PreprocessError, load_dataset
+from .generators import load_generator, resolve_checkpoint
 from .progress import progress_bar
-from .train import BEST, checkpoints_of, hubert_features_for, load_generator
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -129,16 +129,16 @@ class FeatureStream:
     encode: (B, 1, 80, 16) mel windows -> (B, F), run as the audio arrives (`ave`). A
     `source` with push(samples) / finish(n_frames) returning feature rows in frame order
     (`whisper.WhisperStream`) is fed the audio instead. Features that need the whole audio
-    (`hubert`) come instead as `features` (T, F), computed up front; the audio pushed must then
+    (`hubert`) come instead as `precomputed` (T, F), computed up front; the audio pushed must then
     be that same audio. Without `encode`, `silence` must be given. silence_offset: dB
     added to frame levels before the silence test (`silence_offset_db`).
     """
 
     def __init__(self, encode: Callable[[np.ndarray], np.ndarray] | None, cfg: Config,
-                 features: np.ndarray | None = None, silence: np.ndarray | None = None,
+                 precomputed: np.ndarray | None = None, silence: np.ndarray | None = None,
                  silence_offset: float = 0.0, source=None) -> None:
         self.cfg, self._encode = cfg, encode
-        self._given = features
+        self._given = precomputed
         self._source = source
         self.silence_offset = silence_offset
         self._quiet_below = cfg.infer.silence_db - silence_offset
@@ -160,10 +160,10 @@ class FeatureStream:
         self.n_featured = 0  # frames 0..n_featured-1 have features
         self.n_frames: int | None = None  # known after finish()
         self.n_samples = 0
-        if features is not None:
+        if precomputed is not None:
             if silence is None:
                 raise ValueError("precomputed features need the silence feature too")
-            self.n_featured = len(features)
+            self.n_featured = len(precomputed)
         silence = digital_silence_feature(encode, cfg) if silence is None else silence
         silence = np.asarray(silence, np.float32)
         self.silence_window = (silence if silence.ndim == 2
@@ -426,37 +426,6 @@ class RenderResult:
         return self.n_frames / max(self.seconds, 1e-9)
 
 
-def _list_people(root: Path) -> list[str]:
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and (checkpoints_of(p) or (p / BEST).is_file()))
-
-
-def find_checkpoint(name: str, checkpoints_root: str | Path = "checkpoints",
-                    checkpoint: str | Path | None = None) -> Path:
-    """The generator checkpoint to use: an explicit file, else best, else the newest."""
-    if checkpoint is not None and Path(checkpoint).is_file():
-        return Path(checkpoint)
-    folder = Path(checkpoints_root) / name
-    if checkpoint is not None:
-        candidate = folder / Path(checkpoint).name
-        if candidate.is_file():
-            return candidate
-        raise InferError(f"checkpoint {checkpoint} not found (looked in {folder})")
-    if not folder.is_dir():
-        known = _list_people(Path(checkpoints_root))
-        raise InferError(f"no trained person {name!r} in {checkpoints_root}; known: "
-                         f"{', '.join(known) or 'none'}. Train it first (notebooks/02_train)")
-    if (folder / BEST).is_file():
-        return folder / BEST
-    saved = checkpoints_of(folder)
-    if not saved:
-        raise InferError(f"{folder} holds no generator checkpoint; train {name!r} first "
-                         f"(`python -m synctalk_lib train --name {name}`)")
-    return saved[-1]
-
-
 def _encoder_for(ds: PreparedDataset, ckpt_dir: Path, ave_weights: str | Path | None,
                  backend: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
     """The audio encoder whose features the generator was trained on, as a numpy function."""
@@ -542,13 +511,17 @@ class Avatar:
              checkpoint: str | Path | None = None, preset: str | None = None,
              overrides: dict | None = None, backend: str | None = None,
              device: str | None = None, ave_weights: str | Path | None = None) -> Avatar:
-        """Load person `name`: checkpoints/<name>/generator_best.pt (or `checkpoint`).
+        """Load person `name`: checkpoints/<name>/generator_best.pt (or `checkpoint`: "best",
+        "latest" or a file, see `generators.resolve_checkpoint`).
 
         preset: if given, the checkpoint must have been trained with it (clear error if not);
         overrides: e.g. {"infer.mode": "core", "infer.batch_size": 16}; backend: "auto",
         "torch" or "onnx" (default: the config's, normally auto).
         """
-        path = find_checkpoint(name, checkpoints_root, checkpoint)
+        try:
+            path = resolve_checkpoint(name, checkpoints_root, checkpoint)
+        except CheckpointError as exc:
+            raise InferError(str(exc)) from exc
         try:
             ds = load_dataset(name, dataset_root)
         except PreprocessError as exc:
@@ -577,8 +550,8 @@ class Avatar:
             hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
             avatar = cls(name, cfg, ds, chosen, None, path, Path(output_root),
                          speech=_hubert_for(cfg, checkpoints_root, dev),
-                         recording_features=lambda: hubert_features_for(ds, cfg, hubert_dir,
-                                                                        str(dev)))
+                         recording_features=lambda: features.hubert_features_for(
+                             ds, cfg, hubert_dir, str(dev)))
         else:
             encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
             avatar = cls(name, cfg, ds, chosen, encode, path, Path(output_root))

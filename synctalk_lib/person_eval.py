@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,28 @@ class PersonEvaluation:
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {c: self.report["clips"][c]["summary"] for c in ("real", "generated")}
+
+
+# the summary's columns shown by `format_table`, in order; those no run has are left out
+TABLE_COLUMNS = ("sync_offset", "sync_confidence", "lse_d", "lse_c", "envelope_r",
+                 "sharpness_ratio", "spread_ratio", "mouth_psnr", "psnr", "ssim", "lmd",
+                 "opening_r", "truth_r", "silence_pixel_change", "jitter", "seam")
+
+
+def format_table(runs: Sequence[PersonEvaluation]) -> str:
+    """The runs' summaries as a fixed-width text table: the real tail (the ceiling) first,
+    then one row per checkpoint; "-" where a score is not available."""
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        summary = run.summary()
+        rows["real (ceiling)"] = summary["real"]
+        rows[run.report["checkpoint"]] = summary["generated"]
+    columns = [c for c in TABLE_COLUMNS if any(r.get(c) is not None for r in rows.values())]
+    lines = [f"{'':<24}" + "".join(f"{c[:12]:>13}" for c in columns)]
+    for label, r in rows.items():
+        lines.append(f"{label:<24}" + "".join(
+            "{:>13}".format("-" if r.get(c) is None else f"{r[c]:.4g}") for c in columns))
+    return "\n".join(lines)
 
 
 def _v2_network(path: str | os.PathLike | None, device: str | None):

@@ -85,7 +85,8 @@ class ServerSettings(BaseSettings):
     dataset_root: Path = Path("dataset")
     checkpoints_root: Path = Path("checkpoints")
     output_root: Path = Path("outputs")
-    checkpoint: Path | None = None  # default: generator_best.pt, else the newest
+    # best (generator_best.pt, else the newest), latest, or a file: generators.resolve_checkpoint
+    checkpoint: Path | None = None
     backend: Literal["auto", "torch", "onnx"] = "auto"
     device: str | None = None  # cpu, cuda, cuda:1 … (default: cuda when present)
     threads: int | None = Field(None, ge=1, description="torch / onnxruntime threads")

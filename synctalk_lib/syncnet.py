@@ -45,7 +45,7 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .preprocess import PreparedDataset
+    from .dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -244,39 +244,40 @@ def load_ave_weights(encoder: AudioEncoder, path: str | os.PathLike) -> AudioEnc
     safe = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
     try:
         with torch.serialization.safe_globals(safe):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise AveWeightsError(
             f"cannot read {path} as a state dict of tensors ({type(exc).__name__}): damaged, "
             "not a PyTorch file, or it holds other Python objects") from exc
     for key in ("model", "state_dict"):  # our checkpoints and common training wrappers
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise AveWeightsError(f"{path} holds a {type(data).__name__}, not a state dict of "
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor)
+                                               for v in loaded.values()):
+        raise AveWeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict of "
                               "tensors (expected keys like '0.conv_block.0.weight')")
     target = {k.removeprefix("audio_encoder."): v
               for k, v in encoder.state_dict().items()}  # reference layout: no prefix
     required = [k for k in target if not k.endswith("num_batches_tracked")]
-    prefixes = [k[: -len(_ANCHOR)] for k in data if k.endswith(_ANCHOR)]
+    prefixes = [k[: -len(_ANCHOR)] for k in loaded if k.endswith(_ANCHOR)]
     best, best_missing = "", required
     for prefix in prefixes:
-        missing = [k for k in required if prefix + k not in data]
+        missing = [k for k in required if prefix + k not in loaded]
         if len(missing) < len(best_missing):
             best, best_missing = prefix, missing
     if best_missing:
-        sample = ", ".join(list(data)[:4])
+        sample = ", ".join(list(loaded)[:4])
         raise AveWeightsError(
             f"{path} is not an audio encoder of SyncTalk_2D's layout: {len(best_missing)} of "
             f"{len(required)} tensors missing (e.g. {best_missing[:3]}); the file has "
-            f"{len(data)} keys such as {sample}")
-    wrong = [f"{k}: file {tuple(data[best + k].shape)}, model {tuple(target[k].shape)}"
-             for k in required if data[best + k].shape != target[k].shape]
+            f"{len(loaded)} keys such as {sample}")
+    wrong = [f"{k}: file {tuple(loaded[best + k].shape)}, model {tuple(target[k].shape)}"
+             for k in required if loaded[best + k].shape != target[k].shape]
     if wrong:
         raise AveWeightsError(
             f"{path} has the key layout but other sizes ({len(wrong)} tensors, e.g. {wrong[0]});"
             " SyncTalk_2D's weights need syncnet.audio_channels = (32, 64, 128, 256)")
-    state = {f"audio_encoder.{k}": data.get(best + k, target[k]) for k in target}
+    state = {f"audio_encoder.{k}": loaded.get(best + k, target[k]) for k in target}
     encoder.load_state_dict(state)
     return encoder.eval()
 
@@ -483,7 +484,8 @@ def _val_batches(pairs: SyncPairs, n_pairs: int, batch: int
 
 
 @torch.no_grad()
-def evaluate(model: SyncNet, batches: list, device: torch.device) -> tuple[float, float]:
+def validation_scores(model: SyncNet, batches: list, device: torch.device
+                      ) -> tuple[float, float]:
     """(balanced BCE loss, accuracy at 0.5) over fixed batches; model in eval mode."""
     was_training = model.training
     model.eval()
@@ -586,7 +588,7 @@ def train_syncnet(
         losses.append(loss.item())
         bar.update(1)
         if step % scfg.eval_every == 0 or step == total:
-            val_loss, val_acc = evaluate(model, val_batches, dev)
+            val_loss, val_acc = validation_scores(model, val_batches, dev)
             now = time.perf_counter()
             row = {"step": step, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                    "val_accuracy": val_acc, "seconds": now - started,
@@ -802,7 +804,6 @@ __all__ = [
     "dataset_offset",
     "embed_audio",
     "embed_faces",
-    "evaluate",
     "load_ave_weights",
     "load_syncnet",
     "loud_windows",
@@ -812,4 +813,5 @@ __all__ = [
     "sync_loss",
     "sync_offset",
     "train_syncnet",
+    "validation_scores",
 ]

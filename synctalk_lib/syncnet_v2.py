@@ -100,7 +100,7 @@ class SyncNetV2(nn.Module):
         return self.netfclip(self.netcnnlip(faces).flatten(1))  # (B, 512) -> (B, 1024)
 
 
-def syncnet_v2_search_paths() -> list[Path]:
+def search_paths() -> list[Path]:
     """Where `load_syncnet_v2` looks when no path is given: $SYNCNET_V2, then checkpoints/
     and the torch hub folder."""
     env = os.environ.get("SYNCNET_V2")
@@ -115,7 +115,7 @@ def load_syncnet_v2(path: str | os.PathLike | None = None,
     The file is a state dict of `S` (keys `netcnnaud.0.weight`, …); a `__S__.` or `module.`
     prefix is accepted and BatchNorm counters missing from old files are filled in.
     """
-    candidates = [Path(path)] if path is not None else syncnet_v2_search_paths()
+    candidates = [Path(path)] if path is not None else search_paths()
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
         where = ", ".join(str(p) for p in candidates)
@@ -164,7 +164,7 @@ def _psf_filterbank(sample_rate: int) -> np.ndarray:
     return rise + fall
 
 
-def syncnet_v2_mfcc(wav: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
+def mfcc(wav: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     """(13, T) float64 MFCCs at 100 frames/s, as syncnet_python feeds its network.
 
     python_speech_features.mfcc with its defaults, on the wav as int16 values: pre-emphasis
@@ -191,7 +191,7 @@ def syncnet_v2_mfcc(wav: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     return ceps.T
 
 
-def syncnet_v2_boxes(points: np.ndarray) -> np.ndarray:
+def face_boxes(points: np.ndarray) -> np.ndarray:
     """(N, P, 2) landmarks → (N, 4) face boxes standing in for syncnet_python's S3FD boxes.
 
     The box is the landmarks' extent (Face Mesh: forehead to chin, cheek to cheek), which is
@@ -201,10 +201,10 @@ def syncnet_v2_boxes(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1).astype(np.float32)
 
 
-def syncnet_v2_crop(frame: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+def face_crop(frame: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
     """One (224, 224, 3) uint8 RGB face crop the way run_pipeline.py cuts it.
 
-    crop_box: (cx, cy, half) from `syncnet_v2_crop_boxes`. The crop spans half above the
+    crop_box: (cx, cy, half) from `crop_boxes`. The crop spans half above the
     centre to 1.8 half below it and 1.4 half to each side (crop_scale 0.4), integer-sliced,
     grey (110) outside the frame, then resized bilinearly.
     """
@@ -222,13 +222,13 @@ def syncnet_v2_crop(frame: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
     return cv2.resize(out, (V2_SIZE, V2_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
-def syncnet_v2_crop_boxes(points: np.ndarray) -> np.ndarray:
-    """(N, P, 2) landmarks → (N, 3) (cx, cy, half) crop boxes for `syncnet_v2_crop`.
+def crop_boxes(points: np.ndarray) -> np.ndarray:
+    """(N, P, 2) landmarks → (N, 3) (cx, cy, half) crop boxes for `face_crop`.
 
     As run_pipeline.py: half = half the longer side of the face box; half and centre are
     median-filtered over 13 frames (scipy.signal.medfilt, zero-padded ends included).
     """
-    face = syncnet_v2_boxes(points)
+    face = face_boxes(points)
     half = np.maximum(face[:, 3] - face[:, 1], face[:, 2] - face[:, 0]) / 2
     cx, cy = (face[:, 0] + face[:, 2]) / 2, (face[:, 1] + face[:, 3]) / 2
     if len(face) >= V2_SMOOTH:
@@ -237,8 +237,6 @@ def syncnet_v2_crop_boxes(points: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-
-
 def embed(net: SyncNetV2, face_crops: np.ndarray, wav: np.ndarray, n_windows: int,
           sample_rate: int = 16_000, batch: int = 20, progress: bool = True
           ) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +244,7 @@ def embed(net: SyncNetV2, face_crops: np.ndarray, wav: np.ndarray, n_windows: in
     computed as SyncNetInstance does. face_crops: (N, 224, 224, 3) uint8 RGB."""
     from .progress import progress_bar
 
-    mfcc = syncnet_v2_mfcc(wav, sample_rate).astype(np.float32)  # (13, T)
+    coeffs = mfcc(wav, sample_rate).astype(np.float32)  # (13, T)
     dev = next(net.parameters()).device
     net.eval()
     face_emb, audio_emb = [], []
@@ -257,7 +255,7 @@ def embed(net: SyncNetV2, face_crops: np.ndarray, wav: np.ndarray, n_windows: in
         clip = torch.from_numpy(np.ascontiguousarray(bgr)).float().permute(3, 0, 1, 2)
         faces = torch.stack([clip[:, j - i: j - i + V2_WINDOW] for j in idx])  # (B,3,5,224,224)
         mf = torch.stack([torch.from_numpy(
-            mfcc[:, MFCC_PER_FRAME * j: MFCC_PER_FRAME * j + MFCC_WINDOW]) for j in idx])
+            coeffs[:, MFCC_PER_FRAME * j: MFCC_PER_FRAME * j + MFCC_WINDOW]) for j in idx])
         with torch.no_grad():
             face_emb.append(net.forward_lip(faces.to(dev)).cpu().numpy())
             audio_emb.append(net.forward_aud(mf[:, None].to(dev)).cpu().numpy())  # (B,1,13,20)

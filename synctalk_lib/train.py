@@ -33,14 +33,12 @@ import torch.nn.functional as F
 
 from . import checkpoint, data, discriminator, features, losses, unet
 from .config import Config, TrainConfig
+from .dataset import PreparedDataset, load_dataset
 from .device import pick_device, reuse_freed_memory
-from .preprocess import PreparedDataset
+from .generators import BEST, GENERATOR_PREFIX, checkpoints_of, must_match
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-GENERATOR_PREFIX = "generator_"
-BEST = "generator_best.pt"
 
 
 class TrainError(RuntimeError):
@@ -77,11 +75,6 @@ def init_distributed(device: torch.device) -> bool:
 
 
 # ---------------------------------------------------------------- pieces
-
-def checkpoints_of(out_dir: Path) -> list[Path]:
-    """Rolling generator checkpoints, oldest first."""
-    return sorted(out_dir.glob(f"{GENERATOR_PREFIX}[0-9]*.pt"))
-
 
 def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0,
                   world: int = 1) -> np.ndarray:
@@ -154,7 +147,7 @@ def total_steps(cfg: Config, n_windows: int) -> int:
 class StepLoss:
     """Computes the weighted loss terms of one batch; holds the frozen helper networks."""
 
-    def __init__(self, cfg: Config, mouth: tuple[int, ...], syncnet: torch.nn.Module | None,
+    def __init__(self, cfg: Config, mouth: tuple[int, ...], expert: torch.nn.Module | None,
                  device: torch.device, adversary: Adversary | None = None,
                  audio_std: np.ndarray | None = None):
         self.cfg = cfg
@@ -165,12 +158,12 @@ class StepLoss:
         self.adversary = adversary
         self.perceptual, self.perceptual_name = losses.perceptual_loss()
         self.perceptual.to(device)
-        if syncnet is not None and cfg.train.window != cfg.syncnet.n_frames:
+        if expert is not None and cfg.train.window != cfg.syncnet.n_frames:
             raise TrainError(
                 f"the sync loss shows SyncNet {cfg.syncnet.n_frames} consecutive frames, but "
                 f"train.window is {cfg.train.window}; set train.window="
                 f"{cfg.syncnet.n_frames} or train.sync_weight=0")
-        self.syncnet = syncnet
+        self.expert = expert  # the frozen SyncNet of the sync loss
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
                  step: int) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
@@ -196,7 +189,7 @@ class StepLoss:
         if weights["temporal"] and w > 1:
             terms["temporal"] = losses.temporal_loss(pred.reshape(b, w, 3, s, s),
                                                      target.reshape(b, w, 3, s, s), self.mouth)
-        if self.syncnet is not None and step >= tcfg.sync_start:
+        if self.expert is not None and step >= tcfg.sync_start:
             terms["sync"] = self._sync_loss(pred.reshape(b, w * 3, s, s), batch["mel"])
             weights["sync"] = tcfg.sync_weight
         if self.adversary is not None and self.adversary.is_on(step):
@@ -210,7 +203,7 @@ class StepLoss:
         if faces.shape[-1] != size:
             faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False,
                                   antialias=True)
-        prob = self.syncnet.sync_probability(faces, mel).clamp(1e-6, 1.0)
+        prob = self.expert.sync_probability(faces, mel).clamp(1e-6, 1.0)
         return -torch.log(prob).mean()
 
 
@@ -305,8 +298,8 @@ def train_generator(
     ds: PreparedDataset,
     cfg: Config,
     out_dir: str | Path,
-    features: np.ndarray,
-    syncnet: torch.nn.Module | None = None,
+    audio_features: np.ndarray,
+    expert: torch.nn.Module | None = None,
     steps: int | None = None,
     resume: bool = True,
     device: str | None = None,
@@ -318,22 +311,22 @@ def train_generator(
     """Train (or continue training) the generator of one person.
 
     Args:
-        features: (T, F) float32 audio features per video frame (`ave`: 512 from the SyncNet
-            audio encoder; `hubert`: 2048, two HuBERT frames), T = ds.n_frames.
-        syncnet: frozen lip-sync expert for the sync loss (None: no sync loss).
+        audio_features: (T, F) float32 audio features per video frame (`ave`: 512 from the
+            SyncNet audio encoder; `hubert`: 2048, two HuBERT frames), T = ds.n_frames.
+        expert: the frozen lip-sync expert (SyncNet) for the sync loss (None: no sync loss).
         steps: stop after this many steps in total (default: from cfg.train).
         resume: continue from the newest checkpoint in out_dir when there is one.
         on_log: called with the history after every log line (live plots in notebooks).
         variants: (V, T, F) more feature sets of the same frames (`train.audio_variants`),
-            heard by training samples at random beside `features`.
+            heard by training samples at random beside `audio_features`.
     """
     out_dir = Path(out_dir)
     dev = pick_device(device)
     distributed = init_distributed(dev)
     rank, world = _dist_info()
     tcfg = cfg.train
-    for feats in [features, *(variants if variants is not None else [])]:
-        if len(feats) != ds.n_frames or feats.shape[-1] != features.shape[-1]:
+    for feats in [audio_features, *(variants if variants is not None else [])]:
+        if len(feats) != ds.n_frames or feats.shape[-1] != audio_features.shape[-1]:
             raise TrainError(f"audio features cover {len(feats)} frames but the dataset has "
                              f"{ds.n_frames}; recompute the features (delete the cached "
                              "aud_*.npy)")
@@ -341,14 +334,14 @@ def train_generator(
     np.random.seed(tcfg.seed + rank)
     split = data.split_frames(ds.n_frames, tcfg.heldout_fraction, tcfg.val_fraction)
     patches = data.model_patches(ds, cfg.model.image_size)
-    from . import syncnet as syncnet_lib
+    from . import syncnet
 
-    mels = syncnet_lib.audio_windows(cfg.syncnet, ds.mel_windows(), features)
+    mels = syncnet.audio_windows(cfg.syncnet, ds.mel_windows(), audio_features)
     references = reference_frames(ds, cfg)
-    train_set = data.GeneratorSamples.for_indices(patches, features, mels, split.train, cfg,
+    train_set = data.GeneratorSamples.for_indices(patches, audio_features, mels, split.train, cfg,
                                                   augment=tcfg.augment, references=references,
                                                   variants=variants)
-    val_set = data.GeneratorSamples.for_indices(patches, features, mels, split.val, cfg,
+    val_set = data.GeneratorSamples.for_indices(patches, audio_features, mels, split.val, cfg,
                                                 augment=False, references=references)
     mouth = data.mouth_box(ds, cfg.model.image_size)
 
@@ -356,18 +349,18 @@ def train_generator(
     model.start_at_colour(data.mean_colour(patches, split.train, cfg))
     model = model.to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    if syncnet is not None:
-        syncnet = syncnet.to(dev).eval().requires_grad_(False)
+    if expert is not None:
+        expert = expert.to(dev).eval().requires_grad_(False)
     adversary = Adversary(cfg, mouth, dev) if tcfg.gan_weight > 0 else None
     average = WeightAverage(model, tcfg.ema) if tcfg.ema > 0 else None
-    loss_fn = StepLoss(cfg, mouth, syncnet if tcfg.window > 1 else None, dev, adversary,
-                       audio_std=features[split.train].std(0))
+    loss_fn = StepLoss(cfg, mouth, expert if tcfg.window > 1 else None, dev, adversary,
+                       audio_std=audio_features[split.train].std(0))
     history: list[dict[str, Any]] = []
     step = 0
     latest = checkpoints_of(out_dir)
     if resume and latest:
         state = checkpoint.load_checkpoint(latest[-1], kind="generator",
-                                           expect=_must_match(cfg), map_location=dev)
+                                           expect=must_match(cfg), map_location=dev)
         aux = state.get("aux", {})
         # with an average on, "model" is the average and the raw weights are in aux
         model.load_state_dict(aux.get("raw_model", state["model"]))
@@ -524,16 +517,6 @@ def _syncnet_differs(path: Path, cfg: Config) -> bool:
     return cfg.syncnet.audio_input == "speech" and saved.model.audio_dim != cfg.model.audio_dim
 
 
-def _must_match(cfg: Config) -> dict[str, Any]:
-    """Settings a checkpoint must share with the run that resumes it (the audio input's size
-    only when `cfg` knows it: a preset leaves it to the checkpoint)."""
-    must = {"model.audio_mode": cfg.model.audio_mode, "model.channels": cfg.model.channels,
-            "model.image_size": cfg.model.image_size}
-    if cfg.model.audio_dim:
-        must["model.audio_dim"] = cfg.model.audio_dim
-    return must
-
-
 def _extra(history: list[dict[str, Any]], loss_fn: StepLoss, val: float) -> dict[str, Any]:
     return {"history": history, "perceptual": loss_fn.perceptual_name, "val_l1": val,
             "mouth_box": list(loss_fn.mouth)}
@@ -597,40 +580,6 @@ class PersonResult:
     generator: TrainResult
 
 
-def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,
-                       encoder: torch.nn.Module, device: str | None = None) -> np.ndarray:
-    """(T, 512) `ave` features per frame, cached as dataset/<name>/aud_ave.npy.
-
-    The cache is keyed on the encoder's weights file and the mel settings, so retraining
-    SyncNet (or pointing at SyncTalk_2D's `audio_visual_encoder.pth`) recomputes them.
-    """
-    from . import files, syncnet
-
-    key = {"encoder": files.file_digest(encoder_source),
-           "mel": ds.meta["stages"].get("mel"), "n": ds.n_frames}
-    return features.cached_features(
-        ds, "aud_ave", key, {"encoder": str(encoder_source)},
-        lambda: syncnet.audio_features(encoder, np.asarray(ds.mel_windows()),
-                                       device=device).astype(np.float32))
-
-
-def hubert_features_for(ds: PreparedDataset, cfg: Config, hubert_dir: Path,
-                        device: str | None = None) -> np.ndarray:
-    """(T, 2048) `hubert` features per frame, cached as dataset/<name>/aud_hu.npy in
-    SyncTalk_2D's (T, 2, 1024) layout, keyed on the HuBERT folder's files and the audio."""
-    from . import hubert
-
-    def compute() -> np.ndarray:
-        extractor = hubert.HubertFeatures.load(hubert_dir, cfg.media, device)
-        feats = extractor(ds.wav(), ds.n_frames)
-        return feats.reshape(ds.n_frames, hubert.FRAMES_PER_VIDEO_FRAME, -1)
-
-    key = {"hubert": hubert.source_digest(hubert_dir),
-           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
-    feats = features.cached_features(ds, "aud_hu", key, {"hubert": str(hubert_dir)}, compute)
-    return feats.reshape(ds.n_frames, -1)
-
-
 def train_person(
     name: str,
     cfg: Config,
@@ -653,7 +602,7 @@ def train_person(
     loss uses, works on mels in every mode. `whisper` features come from the Whisper encoder
     (whisper.resolve_source); the model's per-frame size is written into `model.audio_dim`.
     """
-    from . import hubert, preprocess, syncnet, whisper
+    from . import hubert, syncnet, whisper
 
     mode = cfg.model.audio_mode
     if mode not in ("ave", "hubert", "whisper"):
@@ -684,7 +633,7 @@ def train_person(
             log.info("%s knows English only: speech in other languages still moves the mouth, "
                      "less reliably; set whisper.model_dir to a multilingual Whisper for them",
                      speech.name)
-    ds = preprocess.load_dataset(name, dataset_root)
+    ds = load_dataset(name, dataset_root)
     out_dir = Path(checkpoints_root) / name
     init_distributed(pick_device(device))
     rank, _ = _dist_info()
@@ -708,7 +657,7 @@ def train_person(
         features_path = ds.paths.folder / "aud_hu.npy"
 
         def compute() -> np.ndarray:
-            return hubert_features_for(ds, cfg, hubert_dir, device)
+            return features.hubert_features_for(ds, cfg, hubert_dir, device)
     elif mode == "whisper":
         features_path = ds.paths.folder / "aud_whisper.npy"
 
@@ -726,7 +675,7 @@ def train_person(
             encoder, source = expert.audio_encoder, sync_path
 
         def compute() -> np.ndarray:
-            return audio_features_for(ds, cfg, source, encoder, device)
+            return features.audio_features_for(ds, cfg, source, encoder, device)
     if rank == 0:  # one process computes and caches, the others then read the cache
         compute()
         for semitones in cfg.train.audio_variants:
@@ -739,14 +688,14 @@ def train_person(
         variants = np.stack([features.whisper_variant_features_for(
             ds, speech, str(whisper_source), s) for s in cfg.train.audio_variants])
     use_sync = cfg.train.window > 1 and cfg.train.sync_weight > 0
-    gen = train_generator(ds, cfg, out_dir, feats, syncnet=expert if use_sync else None,
+    gen = train_generator(ds, cfg, out_dir, feats, expert=expert if use_sync else None,
                           steps=steps, resume=resume, device=device, progress=progress,
                           on_log=on_log, variants=variants)
     return PersonResult(sync_path, accuracy, features_path, gen)
 
 
 @torch.no_grad()
-def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.ndarray,
+def predict_patches(model: torch.nn.Module, patches: np.ndarray, audio_features: np.ndarray,
                     indices: np.ndarray, cfg: Config, reference: np.ndarray | None = None,
                     batch: int = 16) -> np.ndarray:
     """Generate the inner patches of `indices` from their own masked frames and audio.
@@ -769,19 +718,9 @@ def predict_patches(model: torch.nn.Module, patches: np.ndarray, features: np.nd
                torch.from_numpy(reference).permute(2, 0, 1).float().div(255).expand_as(target))
         masked = target.clone()
         masked[:, :, y0:y1, x0:x1] = 0
-        audio = torch.from_numpy(np.stack([data.feature_window(features, int(i)) for i in idx]))
+        audio = torch.from_numpy(np.stack([data.feature_window(audio_features, int(i))
+                                           for i in idx]))
         pred = model(torch.cat([ref, masked], 1).to(device),
                      unet.audio_window_to_input(audio.float().to(device), cfg.model.audio_mode))
         out.append((pred.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)
-
-
-def load_generator(path: str | Path, cfg: Config | None = None,
-                   device: str | None = None) -> tuple[torch.nn.Module, Config]:
-    """Rebuild a generator from its checkpoint; `cfg` (if given) must match its model."""
-    expect = _must_match(cfg) if cfg is not None else None
-    state = checkpoint.load_checkpoint(path, kind="generator", expect=expect)
-    saved: Config = state["config"]
-    model = unet.Generator.from_config(saved.model)
-    model.load_state_dict(state["model"])
-    return model.to(pick_device(device)).eval(), saved

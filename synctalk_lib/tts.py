@@ -254,9 +254,9 @@ class _Engine:
         self.lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
         self.lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
         self._chunks, self._phonemes = [], []
-        data = text.encode("utf-8")
+        utf8 = text.encode("utf-8")
         err = self.lib.espeak_Synth(
-            data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            utf8, len(utf8) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
         )
         if err != _EE_OK:
             raise TTSError(f"espeak_Synth failed with code {err}")

@@ -39,8 +39,8 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .dataset import PreparedDataset
     from .infer import Avatar
-    from .preprocess import PreparedDataset
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import short_person
 
-from synctalk_lib import audio, hubert, infer, preprocess, train
+from synctalk_lib import audio, dataset, features, generators, hubert, infer, train
 from synctalk_lib.checkpoint import CheckpointError
 from synctalk_lib.config import MediaConfig
 
@@ -154,12 +154,12 @@ def hubert_person(tmp_path_factory, hubert_dir):
 
 def test_training_caches_features_in_synctalk2d_layout(hubert_person):
     root, cfg, result = hubert_person
-    ds = preprocess.load_dataset("talker", root / "dataset")
+    ds = dataset.load_dataset("talker", root / "dataset")
     assert result.features_path == ds.paths.folder / "aud_hu.npy"
     stored = np.load(result.features_path)
     assert stored.shape == (ds.n_frames, 2, 1024)
     before = result.features_path.stat().st_mtime_ns
-    again = train.hubert_features_for(ds, cfg, hubert.resolve_dir(cfg.model.hubert_dir))
+    again = features.hubert_features_for(ds, cfg, hubert.resolve_dir(cfg.model.hubert_dir))
     assert result.features_path.stat().st_mtime_ns == before  # read from the cache
     np.testing.assert_array_equal(again, stored.reshape(ds.n_frames, 2048))
     assert result.generator.step == 4
@@ -169,12 +169,12 @@ def test_hubert_and_ave_checkpoints_do_not_mix(hubert_person, tmp_path):
     root, cfg, result = hubert_person
     ave = cfg.override({"model.audio_mode": "ave"})
     with pytest.raises(CheckpointError, match="model.audio_mode='hubert'"):
-        train.load_generator(result.generator.checkpoint, ave)
-    ds = preprocess.load_dataset("talker", root / "dataset")
+        generators.load_generator(result.generator.checkpoint, ave)
+    ds = dataset.load_dataset("talker", root / "dataset")
     feats = np.zeros((ds.n_frames, 512), np.float32)
     ave_run = train.train_generator(ds, ave, tmp_path, feats, steps=1, progress=False)
     with pytest.raises(CheckpointError, match="model.audio_mode='ave'"):
-        train.load_generator(ave_run.checkpoint, cfg)
+        generators.load_generator(ave_run.checkpoint, cfg)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
@@ -219,8 +219,8 @@ def test_pauses_get_the_pause_window(hubert_person):
     digital = load(overrides={"infer.pause_feature": "digital"})
     np.testing.assert_array_equal(digital.pause_window, np.tile(digital.speech_silence, (16, 1)))
     avatar = load()
-    ds = preprocess.load_dataset("talker", root / "dataset")
-    own = train.hubert_features_for(ds, cfg, hubert.resolve_dir(cfg.model.hubert_dir))
+    ds = dataset.load_dataset("talker", root / "dataset")
+    own = features.hubert_features_for(ds, cfg, hubert.resolve_dir(cfg.model.hubert_dir))
     closed = infer.closed_mouth_frames(ds, avatar.cfg)[: infer.PAUSE_CANDIDATES]
     rows = np.clip(closed[:, None] + np.arange(-8, 8)[None], 0, len(own) - 1)
     options = [np.tile(avatar.speech_silence, (16, 1)), *own[rows]]

@@ -87,7 +87,7 @@ def test_a_short_pause_gets_the_whole_pause_window_away_from_its_edges():
             {f"infer.{k}": v for k, v in infer_settings.items()})
         n = audio.n_video_frames(len(wav), cfg.media)
         feats = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
-        fs = infer.FeatureStream(None, cfg, features=feats, silence=pause)
+        fs = infer.FeatureStream(None, cfg, precomputed=feats, silence=pause)
         fs.push(wav)
         fs.finish()
         return fs, feats
@@ -136,7 +136,7 @@ def test_core_plan_plays_idle_runs_during_silence():
 
 
 def test_template_reader_matches_a_sequential_read(trained_person, tmp_path):
-    from synctalk_lib.preprocess import load_dataset
+    from synctalk_lib.dataset import load_dataset
 
     ds = load_dataset(trained_person.name, trained_person.dataset_root)
     reader = templates.TemplateReader(ds.frames(), tmp_path, block=8)
@@ -152,9 +152,9 @@ def test_template_reader_matches_a_sequential_read(trained_person, tmp_path):
 
 
 def test_onnx_agrees_with_torch(trained_person):
-    from synctalk_lib.train import load_generator
+    from synctalk_lib.generators import load_generator, resolve_checkpoint
 
-    path = infer.find_checkpoint(trained_person.name, trained_person.checkpoints_root)
+    path = resolve_checkpoint(trained_person.name, trained_person.checkpoints_root)
     model, cfg = load_generator(path, device="cpu")
     inputs = backends.generator_inputs(cfg)
     rng = np.random.default_rng(0)

@@ -54,7 +54,7 @@ def test_side_by_side_video_has_both_halves(evaluation):
 
 
 def test_generated_tail_keeps_the_real_frames_outside_the_mouth(evaluation, trained_person):
-    from synctalk_lib.preprocess import load_dataset
+    from synctalk_lib.dataset import load_dataset
     from synctalk_lib.source import VideoFrames
 
     ds = load_dataset(trained_person.name, trained_person.dataset_root)
@@ -81,3 +81,27 @@ def test_any_video_can_be_scored(trained_person):
                                         checkpoints_root=trained_person.checkpoints_root,
                                         progress=False)
     assert scores.sync is not None and scores.n_frames == 250
+
+
+def test_evaluate_command_prints_the_table_and_where_the_report_went(trained_person, tmp_path,
+                                                                     capsys):
+    from synctalk_lib.__main__ import main
+
+    out = tmp_path / "outputs"
+    code = main(["evaluate", "--name", trained_person.name, "--root",
+                 str(trained_person.dataset_root), "--checkpoints",
+                 str(trained_person.checkpoints_root), "--outputs", str(out),
+                 "--checkpoint", "best", "--checkpoint", "latest", "--no-side-by-side",
+                 "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    lines = printed.splitlines()
+    assert lines[0].split()[:2] == ["sync_offset", "sync_confide"]  # 12 characters each
+    assert lines[1].startswith("real (ceiling)")
+    folder = out / trained_person.name / "eval"
+    reports = sorted(folder.glob("report_generator_*.json"))
+    assert reports and all(f"report {r}" in printed for r in reports)
+    assert all(f"mouths {p}" in printed for p in folder.glob("mouths_generator_*.png"))
+    checkpoints = {json.loads(r.read_text())["checkpoint"] for r in reports}
+    assert all(any(line.startswith(c) for line in lines) for c in checkpoints)
+    assert not list(folder.glob("side_by_side_*.mp4"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import shared_clip, write_face_video
 
-from synctalk_lib import landmarks, media, preprocess
+from synctalk_lib import dataset, landmarks, media, preprocess
 from synctalk_lib.config import get_config
 
 CFG = get_config("tiny")
@@ -129,7 +129,7 @@ def test_missing_inputs_are_clear_errors(tmp_path):
     with pytest.raises(preprocess.PreprocessError, match="nothing to preprocess"):
         preprocess.preprocess("empty", root=tmp_path, cfg=CFG, progress=False)
     with pytest.raises(preprocess.PreprocessError, match="not preprocessed"):
-        preprocess.load_dataset("empty", root=tmp_path)
+        dataset.load_dataset("empty", root=tmp_path)
     with pytest.raises(preprocess.PreprocessError, match="invalid dataset name"):
         preprocess.preprocess("../etc", root=tmp_path)
 
@@ -138,7 +138,7 @@ def test_video_argument_is_copied_into_the_dataset(tmp_path, face_video):
     ds = preprocess.preprocess("copied", root=tmp_path, cfg=CFG, video=face_video,
                                progress=False)
     assert (tmp_path / "copied" / "copied.mp4").is_file()
-    assert preprocess.load_dataset("copied", root=tmp_path).n_frames == ds.n_frames
+    assert dataset.load_dataset("copied", root=tmp_path).n_frames == ds.n_frames
 
 
 def _legacy_folder(tmp_path, prepared):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from synctalk_lib import checkpoint, data, preprocess, syncnet, train
+from synctalk_lib import checkpoint, data, dataset, generators, preprocess, syncnet, train
 from synctalk_lib.config import get_config
 
 TINY = get_config("tiny", {"train.batch_size": 2, "train.window": 2, "train.val_every": 5,
@@ -68,7 +68,7 @@ def test_tiny_generator_overfits_a_few_frames(person, tmp_path):
                                    log_every=5)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0], losses
-    assert (tmp_path / train.BEST).is_file()
+    assert (tmp_path / generators.BEST).is_file()
 
 
 def test_too_short_a_validation_block_keeps_no_best(person, tmp_path):
@@ -76,7 +76,7 @@ def test_too_short_a_validation_block_keeps_no_best(person, tmp_path):
     cfg = TINY.override({"train.val_fraction": 0.05, "train.perceptual_weight": 0.0})
     assert ds.n_frames * 0.05 < cfg.train.best_min_val_frames
     result = train.train_generator(ds, cfg, tmp_path, feats, steps=10, progress=False)
-    assert not (tmp_path / train.BEST).exists()
+    assert not (tmp_path / generators.BEST).exists()
     assert result.best == result.checkpoint and result.checkpoint.is_file()
 
 
@@ -136,7 +136,7 @@ def test_checkpoint_for_other_settings_is_a_clear_error(person, tmp_path):
     result = train.train_generator(ds, TINY, tmp_path, feats, steps=5, progress=False)
     wider = TINY.override({"model.channels": "16,32,64,128,256"})
     with pytest.raises(checkpoint.CheckpointError, match="model.channels"):
-        train.load_generator(result.checkpoint, wider)
+        generators.load_generator(result.checkpoint, wider)
     with pytest.raises(checkpoint.CheckpointError, match="model.channels"):
         train.train_generator(ds, wider, tmp_path, feats, steps=6, progress=False)
     with pytest.raises(checkpoint.CheckpointError, match="expected a syncnet"):
@@ -150,7 +150,7 @@ def test_feature_count_mismatch_is_a_clear_error(person, tmp_path):
 
 
 def test_unpreprocessed_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(preprocess.PreprocessError, match="not preprocessed"):
+    with pytest.raises(dataset.PreprocessError, match="not preprocessed"):
         train.train_person("nobody", TINY, dataset_root=tmp_path, checkpoints_root=tmp_path)
 
 
@@ -290,7 +290,7 @@ def test_weight_average_follows_the_weights_slowly_and_leaves_training_alone(per
     moved = [key for key, value in b["model"].items() if value.is_floating_point()
              and not torch.allclose(value, b["aux"]["raw_model"][key])]
     assert len(moved) > len(b["model"]) // 2
-    model, _ = train.load_generator(averaged.checkpoint)
+    model, _ = generators.load_generator(averaged.checkpoint)
     assert all(torch.equal(v, b["model"][k]) for k, v in model.state_dict().items())
 
 

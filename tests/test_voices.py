@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from synctalk_lib import infer, landmarks, preprocess, voices
+from synctalk_lib import dataset, infer, landmarks, voices
 
 
 @pytest.fixture(scope="module")
 def person(trained_person):
-    ds = preprocess.load_dataset(trained_person.name, trained_person.dataset_root)
+    ds = dataset.load_dataset(trained_person.name, trained_person.dataset_root)
     return trained_person, ds
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import short_person
 
-from synctalk_lib import audio, infer, preprocess, train, whisper
+from synctalk_lib import audio, dataset, generators, infer, train, whisper
 from synctalk_lib.config import WhisperConfig, get_config
 
 SMALL = {"num_mel_bins": 80, "d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4,
@@ -258,9 +258,9 @@ def whisper_person(tmp_path_factory, small_model):
 
 def test_training_records_the_feature_size_and_caches_features(whisper_person):
     root, _, result = whisper_person
-    saved = train.load_generator(result.generator.checkpoint)[1]
+    saved = generators.load_generator(result.generator.checkpoint)[1]
     assert saved.model.audio_mode == "whisper" and saved.model.audio_dim == 2 * 64
-    ds = preprocess.load_dataset("talker", root / "dataset")
+    ds = dataset.load_dataset("talker", root / "dataset")
     assert result.features_path == ds.paths.folder / "aud_whisper.npy"
     assert np.load(result.features_path).shape == (ds.n_frames, 128)
 
@@ -271,7 +271,7 @@ def test_speech_syncnet_hears_the_features(whisper_person, tmp_path):
     root, cfg, result = whisper_person
     net = syncnet.load_syncnet(result.syncnet_path)
     assert net.speech and isinstance(net.audio_encoder, syncnet.SpeechAudioEncoder)
-    ds = preprocess.load_dataset("talker", root / "dataset")
+    ds = dataset.load_dataset("talker", root / "dataset")
     clip = evaluate.dataset_clip(ds, progress=False)
     score = evaluate.own_sync(net, clip.patches(), clip.audio, ds.config)
     assert np.isfinite(score.confidence) and abs(score.offset) <= evaluate.MAX_SHIFT
@@ -295,7 +295,7 @@ def test_pitch_shifted_feature_sets_are_cached_and_trained_on(whisper_person, tm
     again = train.train_person("talker", shifted, dataset_root=root / "dataset",
                                checkpoints_root=tmp_path, steps=2, progress=False)
     assert again.generator.step == 2
-    ds = preprocess.load_dataset("talker", root / "dataset")
+    ds = dataset.load_dataset("talker", root / "dataset")
     plain, low = np.load(result.features_path), np.load(ds.paths.folder / "aud_whisper_pitch-3.npy")
     assert low.shape == plain.shape and not np.allclose(low, plain, atol=1e-3)
     # a tone an octave up is at twice the frequency, same length
