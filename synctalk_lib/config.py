@@ -389,23 +389,26 @@ def _replace_path(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
         return dataclasses.replace(obj, **{head: _replace_path(current, parts[1:], value, full_key)})
     if dataclasses.is_dataclass(current):
         raise KeyError(f"config key {full_key!r} names a section; set its fields instead")
-    return dataclasses.replace(obj, **{head: _coerce(value, current, full_key,
-                                                      str(names[head].type))})
+    return dataclasses.replace(obj, **{head: _coerce(value, current, full_key, names[head])})
 
 
 _ITEM_TYPES = {"tuple[float, ...]": float, "tuple[int, ...]": int}
 
 
-def _coerce(value: Any, current: Any, key: str, annotation: str = "") -> Any:
+def _coerce(value: Any, current: Any, key: str,
+            spec: dataclasses.Field | None = None) -> Any:
     """Accept a value of the default's type; ints widen to floats, strings from the CLI parse.
-    An empty tuple's items take the type its annotation names (str if none)."""
+    An empty tuple's items take the type its annotation names (str if none); a field whose
+    default is empty takes "" from the CLI as empty."""
     kind = type(current)
     if kind is tuple:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"config key {key!r} expects a sequence, got {value!r}")
+        annotation = str(spec.type) if spec is not None else ""
         elem = type(current[0]) if current else _ITEM_TYPES.get(annotation, str)
-        if isinstance(value, str) and not value.strip():
+        if isinstance(value, str) and not value.strip() and spec is not None \
+                and spec.default == ():
             return ()
         try:
             return tuple(elem(v) for v in items)

@@ -38,14 +38,26 @@ def cached_features(ds: PreparedDataset, stem: str, key_parts: dict[str, Any],
 
 
 def whisper_features_for(ds: PreparedDataset, extractor: whisper.WhisperFeatures,
-                         source: str) -> np.ndarray:
+                         source: str, semitones: float = 0.0) -> np.ndarray:
     """(T, dim) `whisper` features of the recording, cached as dataset/<name>/aud_whisper.npy,
-    keyed on the model's files, the windowing and layers, and the audio."""
+    keyed on the model's files, the windowing and layers, and the audio. semitones: of the
+    recording pitch-shifted by this much instead (`train.audio_variants`), cached beside them
+    as aud_whisper_pitch<+n>.npy."""
     key = {"whisper": whisper.source_digest(source), "layers": list(extractor.layers),
            "hop": extractor.hop, "context": extractor.context,
            "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
-    return cached_features(ds, "aud_whisper", key, {"whisper": str(source)},
-                           lambda: extractor(ds.wav(), ds.n_frames))
+    stem = "aud_whisper"
+    if semitones:
+        key["semitones"] = float(semitones)
+        stem = f"aud_whisper_pitch{semitones:+g}"
+
+    def compute() -> np.ndarray:
+        wav = ds.wav()
+        if semitones:
+            wav = pitch_shifted(wav, extractor.media.sample_rate, semitones)
+        return extractor(wav, ds.n_frames)
+
+    return cached_features(ds, stem, key, {"whisper": str(source)}, compute)
 
 
 def pitch_shifted(wav: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:
@@ -55,22 +67,6 @@ def pitch_shifted(wav: np.ndarray, sample_rate: int, semitones: float) -> np.nda
 
     return librosa.effects.pitch_shift(np.asarray(wav, np.float32), sr=sample_rate,
                                        n_steps=float(semitones)).astype(np.float32)
-
-
-def whisper_variant_features_for(ds: PreparedDataset, extractor: whisper.WhisperFeatures,
-                                 source: str, semitones: float) -> np.ndarray:
-    """(T, dim) `whisper` features of the recording pitch-shifted by `semitones`
-    (`train.audio_variants`), cached beside the plain ones as aud_whisper_pitch<+n>.npy."""
-    key = {"whisper": whisper.source_digest(source), "layers": list(extractor.layers),
-           "hop": extractor.hop, "context": extractor.context, "semitones": float(semitones),
-           "audio": ds.meta["stages"].get("audio"), "n": ds.n_frames}
-
-    def compute() -> np.ndarray:
-        return extractor(pitch_shifted(ds.wav(), extractor.media.sample_rate, semitones),
-                         ds.n_frames)
-
-    return cached_features(ds, f"aud_whisper_pitch{semitones:+g}", key, {"whisper": str(source)},
-                           compute)
 
 
 def audio_features_for(ds: PreparedDataset, cfg: Config, encoder_source: Path,

@@ -676,17 +676,21 @@ def train_person(
 
         def compute() -> np.ndarray:
             return features.audio_features_for(ds, cfg, source, encoder, device)
+    def variant_sets() -> np.ndarray | None:  # train.audio_variants, whisper mode only
+        if not cfg.train.audio_variants:
+            return None
+        return np.stack([features.whisper_features_for(ds, speech, str(whisper_source), s)
+                         for s in cfg.train.audio_variants])
+
+    variants = None
     if rank == 0:  # one process computes and caches, the others then read the cache
         compute()
-        for semitones in cfg.train.audio_variants:
-            features.whisper_variant_features_for(ds, speech, str(whisper_source), semitones)
+        variants = variant_sets()
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     feats = compute()
-    variants = None
-    if cfg.train.audio_variants:  # rank 0 cached them above
-        variants = np.stack([features.whisper_variant_features_for(
-            ds, speech, str(whisper_source), s) for s in cfg.train.audio_variants])
+    if rank != 0:
+        variants = variant_sets()
     use_sync = cfg.train.window > 1 and cfg.train.sync_weight > 0
     gen = train_generator(ds, cfg, out_dir, feats, expert=expert if use_sync else None,
                           steps=steps, resume=resume, device=device, progress=progress,
