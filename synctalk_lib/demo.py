@@ -36,7 +36,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from scipy.spatial import Delaunay
 
-from . import files, tts
+from . import files, landmarks, tts
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,12 @@ PAUSE_RANGE = (0.3, 0.8)  # seconds of silence between sentences
 
 # --------------------------------------------------------------------------- face geometry
 
-# MediaPipe Face Mesh indices (docs/design.md §10), each list ordered from image left to right
-UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
-LOWER_OUTER_LIP = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-# face oval from one ear down round the chin to the other
-LOWER_JAW = [234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
-             377, 400, 378, 379, 365, 397, 288, 361, 323, 454]
+# MediaPipe Face Mesh indices (lists, for numpy indexing), each ordered from image left to right
+UPPER_INNER_LIP = list(landmarks.MEDIAPIPE_UPPER_INNER_LIP)
+LOWER_INNER_LIP = list(landmarks.MEDIAPIPE_LOWER_INNER_LIP)
+UPPER_OUTER_LIP = list(landmarks.MEDIAPIPE_UPPER_OUTER_LIP)
+LOWER_OUTER_LIP = list(landmarks.MEDIAPIPE_LOWER_OUTER_LIP)
+LOWER_JAW = list(landmarks.MEDIAPIPE.jaw)  # face oval from one ear down round the chin to the other
 # eyes: upper lid and lower lid, each from corner to corner
 EYES = [
     {"upper": [33, 246, 161, 160, 159, 158, 157, 173, 133],

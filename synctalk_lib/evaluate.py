@@ -75,15 +75,6 @@ SEAM_SECTORS = 16  # the border is compared per angular sector, so a local step 
 LENGTH_TOLERANCE = 2  # frames of length difference accepted without a warning
 REPORT_FILE = "report.json"
 
-# MediaPipe Face Mesh lip contours (outer and inner, both lips): the points LMD compares
-MEDIAPIPE_LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178,
-                  181, 185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321,
-                  324, 375, 402, 405, 409, 415)
-LIP_POINTS: dict[str, tuple[int, ...]] = {
-    "mediapipe468": MEDIAPIPE_LIPS,
-    "fan68": tuple(range(48, 68)),  # iBUG 68: outer lip 48-59, inner lip 60-67
-}
-
 Frames = np.ndarray | Sequence[np.ndarray] | Iterable[np.ndarray]
 
 
@@ -204,11 +195,11 @@ def crop_points(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def lip_points(points: np.ndarray, scheme: landmarks.Scheme) -> np.ndarray:
-    """(..., P, 2) → (..., M, 2): the lip contour points of the scheme (LIP_POINTS)."""
-    if scheme.name not in LIP_POINTS:
+    """(..., P, 2) → (..., M, 2): the lip contour points of the scheme (`Scheme.lips`)."""
+    if not scheme.lips:
         raise ValueError(f"landmark scheme {scheme.name!r} has no lip points; mouth metrics "
                          "need landmarks.backend='auto' (Face Mesh) or 'face_alignment'")
-    return points[..., list(LIP_POINTS[scheme.name]), :]
+    return points[..., list(scheme.lips), :]
 
 
 # --------------------------------------------------------------------------------- clips
@@ -1344,7 +1335,6 @@ def write_side_by_side(path: str | os.PathLike, left: Frames, right: Frames,
 
 
 __all__ = [
-    "LIP_POINTS",
     "BestCheckpoint",
     "Clip",
     "ClipScores",

@@ -58,6 +58,7 @@ class Scheme:
     mouth_left: int | None = None
     mouth_right: int | None = None
     jaw: tuple[int, ...] = ()  # lower face contour, left ear to right ear via the chin
+    lips: tuple[int, ...] = ()  # outer and inner contours of both lips (what LMD compares)
 
     @property
     def has_mouth(self) -> bool:
@@ -69,15 +70,24 @@ class Scheme:
         return bool(self.jaw) and self.nose is not None and self.lip_top is not None
 
 
+# Face Mesh lip lines (docs/design.md §10), each ordered from image left to right; the synthetic
+# demo face draws its mouth from them
+MEDIAPIPE_UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+MEDIAPIPE_LOWER_INNER_LIP = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+MEDIAPIPE_UPPER_OUTER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+MEDIAPIPE_LOWER_OUTER_LIP = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
 MEDIAPIPE = Scheme(
     name="mediapipe468", n_points=468, left=234, right=454, top=195, chin=152, nose=1,
     lip_top=13, lip_bottom=14, mouth_left=61, mouth_right=291,
     jaw=(234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
          377, 400, 378, 379, 365, 397, 288, 361, 323, 454),
+    lips=tuple(sorted(set(MEDIAPIPE_UPPER_INNER_LIP + MEDIAPIPE_LOWER_INNER_LIP
+                          + MEDIAPIPE_UPPER_OUTER_LIP + MEDIAPIPE_LOWER_OUTER_LIP))),
 )
 FAN68 = Scheme(
     name="fan68", n_points=68, left=1, right=15, top=29, chin=8, nose=30,
     lip_top=62, lip_bottom=66, mouth_left=48, mouth_right=54, jaw=tuple(range(1, 16)),
+    lips=tuple(range(48, 68)),  # iBUG 68: outer lip 48-59, inner lip 60-67
 )
 # SyncTalk_2D's own detector: only the crop anchors are known to us.
 SYNCTALK110 = Scheme(name="synctalk110", n_points=110, left=1, right=31, top=52)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synctalk_lib import crop, demo, evaluate, media, preprocess, syncnet, syncnet_v2
+from synctalk_lib import crop, demo, evaluate, landmarks, media, preprocess, syncnet, syncnet_v2
 from synctalk_lib.config import get_config
 
 CFG = get_config("tiny")
@@ -164,9 +164,15 @@ def test_redetected_landmarks_match_the_cached_ones(talking, redetected):
     np.testing.assert_array_equal(evaluate.landmark_distance(real.lips(), real.lips()), 0)
 
 
-def test_lip_points_are_the_demo_lip_contours():
-    lips = demo.UPPER_INNER_LIP + demo.LOWER_INNER_LIP + demo.UPPER_OUTER_LIP + demo.LOWER_OUTER_LIP
-    assert evaluate.LIP_POINTS["mediapipe468"] == tuple(sorted(set(lips)))
+def test_lip_points_are_both_contours_of_both_lips():
+    for scheme, n in ((landmarks.MEDIAPIPE, 40), (landmarks.FAN68, 20)):
+        assert len(set(scheme.lips)) == len(scheme.lips) == n
+        corners = {scheme.lip_top, scheme.lip_bottom, scheme.mouth_left, scheme.mouth_right}
+        assert corners <= set(scheme.lips)
+    points = np.zeros((2, 68, 2), np.float32)
+    assert evaluate.lip_points(points, landmarks.FAN68).shape == (2, 20, 2)
+    with pytest.raises(ValueError, match="no lip points"):
+        evaluate.lip_points(points, dataclasses.replace(landmarks.FAN68, lips=()))
 
 
 def test_correlate_series_finds_a_lag_and_cuts_to_the_shorter():
