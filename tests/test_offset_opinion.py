@@ -74,7 +74,7 @@ def person(tmp_path_factory):
 
 @pytest.mark.slow
 def test_training_reports_the_check_beside_syncnet_on_the_tail(person):
-    root, cfg, result = person
+    root, _, result = person
     opinion = result.audio_offset
     assert opinion is not None and opinion.syncnet is not None
     ds = load_dataset("talker", root / "dataset")
