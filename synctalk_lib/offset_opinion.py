@@ -53,7 +53,8 @@ class OffsetOpinion:
     e.g. no lip landmarks or a dataset older than the check); applied: frames preprocessing
     shifted the sound earlier (media.av_offset); tail: held-out frames [start, stop);
     syncnet: the person's SyncNet on the tail (None: no held-out tail); syncnet_v2: the
-    independent network (None: `v2_missing` says why).
+    independent network (None: `v2_missing` says why); min_frames: a tail shorter than this
+    is read but not judged (check.sync_min_s: on a 1-2 s tail a 10-step SyncNet read +11).
     """
 
     measured: int | None
@@ -63,7 +64,13 @@ class OffsetOpinion:
     tail: tuple[int, int]
     syncnet: SyncReading | None
     syncnet_v2: SyncReading | None = None
-    v2_missing: str = "not available (no syncnet_v2 weights)"
+    v2_missing: str = "not available (no weights; see docs/evaluation.md)"
+    min_frames: int = 0
+
+    @property
+    def short(self) -> bool:
+        """The tail is too short for a verdict: its readings are shown, not judged."""
+        return self.tail[1] - self.tail[0] < self.min_frames
 
     @property
     def left(self) -> int:
@@ -73,12 +80,14 @@ class OffsetOpinion:
     @property
     def holds(self) -> bool | None:
         """The person's SyncNet reads the tail in sync: the correction holds to the end."""
-        return None if self.syncnet is None else abs(self.syncnet.offset) <= IN_SYNC
+        if self.syncnet is None or self.short:
+            return None
+        return abs(self.syncnet.offset) <= IN_SYNC
 
     @property
     def v2_agrees(self) -> bool | None:
         """syncnet_v2 reads on the tail what the check says is left (±1)."""
-        if self.syncnet_v2 is None:
+        if self.syncnet_v2 is None or self.short:
             return None
         return abs(self.syncnet_v2.offset - self.left) <= IN_SYNC
 
@@ -98,7 +107,8 @@ class OffsetOpinion:
         else:
             s = self.syncnet
             late = "late" if s.offset > 0 else "early"
-            verdict = ("the correction holds to the end of the clip" if self.holds else
+            verdict = (f"too short to judge (under {self.min_frames} frames)" if self.short
+                       else "the correction holds to the end of the clip" if self.holds else
                        f"the correction does not hold across the clip: on the tail the sound "
                        f"is {abs(s.offset)} frames {late} against what SyncNet learned (the "
                        "sound drifts, or aud.wav was shifted after training; see the check's "
@@ -110,7 +120,8 @@ class OffsetOpinion:
             out.append(f"syncnet_v2: {self.v2_missing}")
         else:
             v = self.syncnet_v2
-            verdict = ("agrees with the check" if self.v2_agrees else
+            verdict = ("too short to judge" if self.short else
+                       "agrees with the check" if self.v2_agrees else
                        f"disagrees: the check leaves {self.left:+d}")
             out.append(f"syncnet_v2 on the held-out tail: {v.offset:+d} "
                        f"(confidence {v.confidence:.2f}), {verdict}")
@@ -122,13 +133,14 @@ class OffsetOpinion:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the verdicts."""
         out = asdict(self)
-        out.update(tail=list(self.tail), left=self.left, holds=self.holds,
+        out.update(tail=list(self.tail), left=self.left, short=self.short, holds=self.holds,
                    v2_agrees=self.v2_agrees)
         return out
 
 
 def from_meta(meta: dict[str, Any] | None, tail: tuple[int, int], own: SyncReading | None,
-              v2: SyncReading | None = None, v2_missing: str | None = None) -> OffsetOpinion:
+              v2: SyncReading | None = None, v2_missing: str | None = None,
+              min_frames: int = 0) -> OffsetOpinion:
     """The opinion from a dataset's meta.json (its `av_offset` record) and the readings."""
     record = (meta or {}).get("av_offset") or {}
     measured = record.get("measured")
@@ -138,7 +150,8 @@ def from_meta(meta: dict[str, Any] | None, tail: tuple[int, int], own: SyncReadi
         measured=None if measured is None else int(measured),
         confidence=None if confidence is None else float(confidence),
         applied=int(record.get("applied") or 0), setting=str(record.get("setting", "0")),
-        tail=(int(tail[0]), int(tail[1])), syncnet=own, syncnet_v2=v2, **extra)
+        tail=(int(tail[0]), int(tail[1])), syncnet=own, syncnet_v2=v2, min_frames=min_frames,
+        **extra)
 
 
 def read_tail(ds: PreparedDataset, net: SyncNet, cfg: Config,
@@ -155,7 +168,8 @@ def read_tail(ds: PreparedDataset, net: SyncNet, cfg: Config,
 
     split = data.split_frames(ds.n_frames, cfg.train.heldout_fraction, cfg.train.val_fraction)
     if len(split.heldout) < 2 * net.cfg.n_frames:
-        return from_meta(ds.meta, (ds.n_frames, ds.n_frames), None, None, v2_missing)
+        return from_meta(ds.meta, (ds.n_frames, ds.n_frames), None, None, v2_missing,
+                         min_tail_frames(cfg))
     start, stop = int(split.heldout[0]), int(split.heldout[-1]) + 1
     found = syncnet.dataset_offset(net, ds, start, stop, evaluate.MAX_SHIFT, device,
                                    features if net.speech else None)
@@ -167,7 +181,13 @@ def read_tail(ds: PreparedDataset, net: SyncNet, cfg: Config,
         score = evaluate.syncnet_v2_sync(net_v2, clip.face_crops, clip.audio, clip.fps,
                                          clip.cfg.media.sample_rate, progress=progress)
         v2 = SyncReading(score.offset, score.confidence)
-    return from_meta(ds.meta, (start, stop), own, v2, v2_missing)
+    return from_meta(ds.meta, (start, stop), own, v2, v2_missing, min_tail_frames(cfg))
 
 
-__all__ = ["IN_SYNC", "OffsetOpinion", "SyncReading", "from_meta", "read_tail"]
+def min_tail_frames(cfg: Config) -> int:
+    """The shortest tail judged: the check's own least stretch (check.sync_min_s)."""
+    return round(cfg.check.sync_min_s * cfg.media.fps)
+
+
+__all__ = ["IN_SYNC", "OffsetOpinion", "SyncReading", "from_meta", "min_tail_frames",
+           "read_tail"]

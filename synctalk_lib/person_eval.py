@@ -126,7 +126,8 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
         for scores in (real_scores, gen_scores):
             corr = evaluate.ground_truth_correlation(scores.opening, truth)
             scores.extra["truth_r"] = corr.r
-    opinion = _audio_offset(ds.meta, start, stop, real_scores)
+    opinion = _audio_offset(ds.meta, start, stop, real_scores,
+                            offset_opinion.min_tail_frames(ds.config))
     extra = {"heldout_frames": [start, stop], "preset": cfg.preset,
              "backend": avatar.backend.describe(),
              "lse": "syncnet_v2" if net_v2 is not None else "not available (no weights)",
@@ -151,15 +152,14 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
                             gen_scores, start, stop, truth, opinion)
 
 
-def _audio_offset(meta: dict[str, Any], start: int, stop: int,
-                  real: evaluate.ClipScores) -> OffsetOpinion:
+def _audio_offset(meta: dict[str, Any], start: int, stop: int, real: evaluate.ClipScores,
+                  min_frames: int) -> OffsetOpinion:
     """The check's offset (meta.json) beside the SyncNets' offsets of the real tail."""
     def reading(score: evaluate.SyncScore | None) -> SyncReading | None:
         return None if score is None else SyncReading(score.offset, score.confidence)
 
-    missing = None if real.sync_v2 is not None else "not available (no weights)"
     return offset_opinion.from_meta(meta, (start, stop), reading(real.sync),
-                                    reading(real.sync_v2), missing)
+                                    reading(real.sync_v2), min_frames=min_frames)
 
 
 def _ground_truth(folder: Path, start: int, stop: int) -> np.ndarray | None:

@@ -716,12 +716,12 @@ def _second_opinion(ds: PreparedDataset, expert: SyncNet, cfg: Config,
     (offset_opinion.py says what each can tell); syncnet_v2 too when its weights are here."""
     from . import syncnet_v2
 
-    net_v2, missing = None, None
+    net_v2 = None
     try:
         net_v2 = syncnet_v2.load_syncnet_v2(device=device)
-    except syncnet_v2.SyncNetV2WeightsError:
-        missing = "not available (no weights; see docs/evaluation.md)"
-    return offset_opinion.read_tail(ds, expert, cfg, speech_feats, net_v2, missing, device)
+    except syncnet_v2.SyncNetV2WeightsError as exc:
+        log.info("syncnet_v2 skipped: %s", exc)
+    return offset_opinion.read_tail(ds, expert, cfg, speech_feats, net_v2, device=device)
 
 
 @torch.no_grad()

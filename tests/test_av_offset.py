@@ -318,3 +318,20 @@ def test_another_voice_over_the_speakers_own_speech_is_flagged(six_clips, name):
     wav[a:b] += voice * np.sqrt(np.mean(wav[a:b] ** 2) / np.mean(voice ** 2))
     report = check.check_recording(**{**case, "wav": wav})
     assert report[check.SECOND_VOICE].status == "warn", str(report)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["real_talk_d", "real_talk_e", "real_talk_f"])
+def test_the_long_clips_halves_agree_and_a_shift_moves_the_estimate(six_clips, name):
+    """The bar on real_talk_d-f: the whole clip's offset is clear, its halves agree within
+    one frame, and the clip's own sound shifted by k = -8..8 frames moves it by k ± 1."""
+    case = six_clips[name]
+    opening = landmarks.mouth_opening(case["points"], case["scheme"])
+    base = av_offset.measure_offset(opening, case["wav"], CFG.check, CFG.media, case["found"])
+    assert base.whole.clear(CFG.check), base.whole
+    first, second = (h.offset for h in base.halves)
+    assert abs(first - second) <= 1 and abs(first - base.whole.offset) <= 1, base.halves
+    for k in range(-8, 9):
+        shifted = av_offset.shift_audio(case["wav"], k, CFG.media)
+        found = av_offset.measure_offset(opening, shifted, CFG.check, CFG.media, case["found"])
+        assert abs(found.whole.offset - base.whole.offset - k) <= 1, (k, found.whole)
