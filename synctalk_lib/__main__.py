@@ -58,6 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if result.syncnet_accuracy is not None:
         print(f"syncnet held-out accuracy {result.syncnet_accuracy:.1%}: {result.syncnet_path}")
     print(f"generator step {gen.step} ({gen.perceptual} perceptual term): {gen.checkpoint}")
+    if result.audio_offset is not None:
+        print(result.audio_offset)
 
 
 def _cmd_infer(args: argparse.Namespace) -> None:

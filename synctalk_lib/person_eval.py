@@ -20,7 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import evaluate, files, infer, media, syncnet
+from . import evaluate, files, infer, media, offset_opinion, syncnet
+from .offset_opinion import OffsetOpinion, SyncReading
 from .source import VideoFrames
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class PersonEvaluation:
     start: int  # held-out frames [start, stop) of the recording
     stop: int
     truth: np.ndarray | None  # demo ground-truth opening of those frames, if any
+    # the recording check's audio offset beside the SyncNets' readings of the real tail
+    audio_offset: OffsetOpinion | None = None
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {c: self.report["clips"][c]["summary"] for c in ("real", "generated")}
@@ -53,7 +56,9 @@ TABLE_COLUMNS = ("sync_offset", "sync_confidence", "lse_d", "lse_c", "envelope_r
 
 def format_table(runs: Sequence[PersonEvaluation]) -> str:
     """The runs' summaries as a fixed-width text table: the real tail (the ceiling) first,
-    then one row per checkpoint; "-" where a score is not available."""
+    then one row per checkpoint; "-" where a score is not available. Under it, the
+    recording check's audio offset beside the SyncNets' readings of the real tail (the same
+    for every checkpoint)."""
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:
         summary = run.summary()
@@ -64,6 +69,9 @@ def format_table(runs: Sequence[PersonEvaluation]) -> str:
     for label, r in rows.items():
         lines.append(f"{label:<24}" + "".join(
             "{:>13}".format("-" if r.get(c) is None else f"{r[c]:.4g}") for c in columns))
+    opinion = next((run.audio_offset for run in runs if run.audio_offset is not None), None)
+    if opinion is not None:
+        lines += opinion.lines()
     return "\n".join(lines)
 
 
@@ -118,10 +126,12 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
         for scores in (real_scores, gen_scores):
             corr = evaluate.ground_truth_correlation(scores.opening, truth)
             scores.extra["truth_r"] = corr.r
+    opinion = _audio_offset(ds.meta, start, stop, real_scores,
+                            offset_opinion.min_tail_frames(ds.config))
     extra = {"heldout_frames": [start, stop], "preset": cfg.preset,
              "backend": avatar.backend.describe(),
              "lse": "syncnet_v2" if net_v2 is not None else "not available (no weights)",
-             "overrides": dict(overrides or {})}
+             "overrides": dict(overrides or {}), "audio_offset": opinion.to_dict()}
     sheet, shown = evaluate.mouth_sheet(
         real.patches(), gen.patches(),
         evaluate.mouth_region(real.lips(), cfg.crop.inner, cfg.crop.ring), real_scores.opening)
@@ -139,7 +149,17 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
             VideoFrames.open(generated_video, cfg.media.fps).iter_frames(), wav,
             fps=cfg.media.fps, preset="veryfast")
     return PersonEvaluation(report, path, video, generated_video, sheet_path, real_scores,
-                            gen_scores, start, stop, truth)
+                            gen_scores, start, stop, truth, opinion)
+
+
+def _audio_offset(meta: dict[str, Any], start: int, stop: int, real: evaluate.ClipScores,
+                  min_frames: int) -> OffsetOpinion:
+    """The check's offset (meta.json) beside the SyncNets' offsets of the real tail."""
+    def reading(score: evaluate.SyncScore | None) -> SyncReading | None:
+        return None if score is None else SyncReading(score.offset, score.confidence)
+
+    return offset_opinion.from_meta(meta, (start, stop), reading(real.sync),
+                                    reading(real.sync_v2), min_frames=min_frames)
 
 
 def _ground_truth(folder: Path, start: int, stop: int) -> np.ndarray | None:

@@ -24,19 +24,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import checkpoint, data, discriminator, features, losses, unet
+from . import checkpoint, data, discriminator, features, losses, offset_opinion, unet
 from .config import Config, TrainConfig
 from .dataset import PreparedDataset, load_dataset
 from .device import pick_device, reuse_freed_memory
 from .generators import BEST, GENERATOR_PREFIX, checkpoints_of, must_match
+from .offset_opinion import OffsetOpinion
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from .syncnet import SyncNet
 
 log = logging.getLogger(__name__)
 
@@ -578,6 +582,9 @@ class PersonResult:
     syncnet_accuracy: float | None  # held-out sync/off-sync accuracy (None: reused, unknown)
     features_path: Path
     generator: TrainResult
+    # the check's audio offset beside SyncNet's reading of the held-out tail (None on the
+    # processes of a multi-process run other than the first)
+    audio_offset: OffsetOpinion | None = None
 
 
 def train_person(
@@ -695,7 +702,26 @@ def train_person(
     gen = train_generator(ds, cfg, out_dir, feats, expert=expert if use_sync else None,
                           steps=steps, resume=resume, device=device, progress=progress,
                           on_log=on_log, variants=variants)
-    return PersonResult(sync_path, accuracy, features_path, gen)
+    opinion = None
+    if rank == 0:
+        opinion = _second_opinion(ds, expert, cfg, speech_feats, device)
+        for line in opinion.lines():
+            log.info("%s", line)
+    return PersonResult(sync_path, accuracy, features_path, gen, opinion)
+
+
+def _second_opinion(ds: PreparedDataset, expert: SyncNet, cfg: Config,
+                    speech_feats: np.ndarray | None, device: str | None) -> OffsetOpinion:
+    """The trained SyncNet's offset of the held-out tail beside the recording check's
+    (offset_opinion.py says what each can tell); syncnet_v2 too when its weights are here."""
+    from . import syncnet_v2
+
+    net_v2 = None
+    try:
+        net_v2 = syncnet_v2.load_syncnet_v2(device=device)
+    except syncnet_v2.SyncNetV2WeightsError as exc:
+        log.info("syncnet_v2 skipped: %s", exc)
+    return offset_opinion.read_tail(ds, expert, cfg, speech_feats, net_v2, device=device)
 
 
 @torch.no_grad()

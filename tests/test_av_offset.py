@@ -236,7 +236,7 @@ def test_another_voice_over_a_closed_mouth_is_flagged(six_clips):
     wav[a * HOP:b * HOP] = voice * level
     report = check.check_recording(**{**case, "points": points, "wav": wav})
     assert report[check.SECOND_VOICE].status == "warn", str(report)
-    assert report.series["voiced_closed"][a + 10:b - 10].mean() > 0.5
+    assert report.series["voiced_closed"][a:b].mean() > 0.4
 
 
 @pytest.mark.shared_data
@@ -247,3 +247,91 @@ def test_the_offset_item_is_printed_and_drawn(six_clips, tmp_path):
     assert len(data["av_offset"]["corr"]) == 2 * CFG.check.sync_max_lag + 1
     fig = check.plot_check(report, tmp_path / "check.png")
     assert any("offset" in ax.get_title(loc="left") for ax in fig.axes)
+
+
+def _listening(case: dict, pause: tuple[float, float], seconds: float,
+               voice: np.ndarray | None, at_s: float) -> tuple[dict, int, int]:
+    """The clip with `seconds` of its speaker listening spliced in at `at_s`: the speaker's
+    own closed-mouth frames of a real pause (the most closed run in `pause`, played forward
+    and back) with that pause's room tone, and `voice` (if any) mixed in at the speaker's
+    loudness.
+    Returns the case and the spliced frames [a, b)."""
+    points, found, boxes, wav = case["points"], case["found"], case["boxes"], case["wav"]
+    opening = landmarks.mouth_opening(points, case["scheme"])
+    lo, hi = round(pause[0] * FPS), round(pause[1] * FPS)
+    closed = opening[lo:hi] < np.percentile(opening[found], 5) + 0.01
+    start, stop = max(check.true_runs(closed), key=lambda r: r[1] - r[0]) + lo
+    assert stop - start >= 10, (start, stop)  # at least 0.4 s of a real closed mouth
+    back_and_forth = np.r_[start:stop, stop - 2:start:-1]
+    idx = np.resize(back_and_forth, round(seconds * FPS))  # (n,) source frames
+    a = round(at_s * FPS)
+    b = a + len(idx)
+    frames = wav[: len(wav) // HOP * HOP].reshape(-1, HOP)  # (A, HOP) samples per frame
+    tone = frames[idx].ravel()
+    speech = check._audio_levels(wav, CFG).speech[: len(frames)]
+    level = np.sqrt(np.mean(frames[: len(speech)][speech] ** 2))
+    mixed = tone.copy()
+    if voice is not None:
+        mixed += voice[: len(tone)] * level / np.sqrt(np.mean(voice[: len(tone)] ** 2))
+    spliced = {
+        **case,
+        "points": np.concatenate([points[:a], points[idx], points[a:]]),
+        "found": np.concatenate([found[:a], found[idx], found[a:]]),
+        "boxes": np.concatenate([boxes[:a], boxes[idx], boxes[a:]]),
+        "wav": np.concatenate([wav[: a * HOP], mixed, wav[a * HOP:]]).astype(np.float32),
+    }
+    return spliced, a, b
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("other", ["speech_en_60s.wav", "real_talk_e.mp4"])
+def test_another_voice_while_the_speaker_listens_is_flagged(six_clips, other):
+    """real_talk_d listening for 6 s with his real closed mouth (his own pause at 46 s,
+    played back and forth) while another recording's voice talks at his loudness: the
+    English test speech, or real_talk_e's speaker. (4 s is not always enough: the other
+    voice's own pauses split it into stretches under check.min_closed_voiced_s.)"""
+    case = six_clips["real_talk_d"]
+    voice = media.load_audio(shared_clip(other), SR)[10 * SR:]
+    spliced, a, b = _listening(case, (46.1, 47.6), 6.0, voice, at_s=20.0)
+    report = check.check_recording(**spliced)
+    assert report[check.SECOND_VOICE].status == "warn", str(report)
+    assert report.series["voiced_closed"][a:b].mean() > 0.4
+    assert not report.series["voiced_closed"][:a - 5].any()
+    assert report[check.MOUTH_MOTION].status == "pass"
+    quiet, _, _ = _listening(case, (46.1, 47.6), 6.0, None, at_s=20.0)  # listening in silence
+    assert check.check_recording(**quiet)[check.SECOND_VOICE].status == "pass"
+
+
+@pytest.mark.shared_data
+@pytest.mark.xfail(strict=True, reason="a second voice over the speaker's own continuous "
+                   "speech is not detected: the mouth still follows the sound and no "
+                   "closed-mouth stretch is voiced; the voice-general rules tried alarm on "
+                   "clean clips first (docs/recording_check.md)")
+@pytest.mark.parametrize("name", ["real_talk_d", "real_talk_e", "real_talk_f"])
+def test_another_voice_over_the_speakers_own_speech_is_flagged(six_clips, name):
+    """6 s of another speaker at equal loudness mixed into the speaker's talking (8-14 s)."""
+    case = six_clips[name]
+    other = media.load_audio(shared_clip("speech_en_60s.wav"), SR)[5 * SR:]
+    a, b = 8 * SR, 14 * SR
+    wav = case["wav"].copy()
+    voice = other[: b - a]
+    wav[a:b] += voice * np.sqrt(np.mean(wav[a:b] ** 2) / np.mean(voice ** 2))
+    report = check.check_recording(**{**case, "wav": wav})
+    assert report[check.SECOND_VOICE].status == "warn", str(report)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["real_talk_d", "real_talk_e", "real_talk_f"])
+def test_the_long_clips_halves_agree_and_a_shift_moves_the_estimate(six_clips, name):
+    """The bar on real_talk_d-f: the whole clip's offset is clear, its halves agree within
+    one frame, and the clip's own sound shifted by k = -8..8 frames moves it by k ± 1."""
+    case = six_clips[name]
+    opening = landmarks.mouth_opening(case["points"], case["scheme"])
+    base = av_offset.measure_offset(opening, case["wav"], CFG.check, CFG.media, case["found"])
+    assert base.whole.clear(CFG.check), base.whole
+    first, second = (h.offset for h in base.halves)
+    assert abs(first - second) <= 1 and abs(first - base.whole.offset) <= 1, base.halves
+    for k in range(-8, 9):
+        shifted = av_offset.shift_audio(case["wav"], k, CFG.media)
+        found = av_offset.measure_offset(opening, shifted, CFG.check, CFG.media, case["found"])
+        assert abs(found.whole.offset - base.whole.offset - k) <= 1, (k, found.whole)
