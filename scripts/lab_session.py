@@ -139,8 +139,13 @@ def lab_server(root: Path, work: Path, env: dict[str, str] | None = None,
 
 
 def open_notebook(page: Any, lab: Lab, path: str, timeout_ms: float = 90_000) -> None:
-    """Open `path` (relative to the served folder) and wait for its kernel to be idle."""
-    page.goto(lab.notebook_url(path))
+    """Open `path` (relative to the served folder) and wait for its kernel to be idle; in a
+    tab where JupyterLab is already up it opens as File > Open does, without reloading it."""
+    if page.url.startswith(lab.url) and page.evaluate("() => !!window.jupyterapp"):
+        page.evaluate("(path) => window.jupyterapp.commands.execute('docmanager:open',"
+                      " {path, factory: 'Notebook'})", path)
+    else:
+        page.goto(lab.notebook_url(path))
     page.wait_for_function(KERNEL_IDLE.replace("PATH", json.dumps(path)), timeout=timeout_ms)
 
 

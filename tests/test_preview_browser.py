@@ -20,6 +20,7 @@ last frame. Skips where Chromium, Playwright or JupyterLab can't be had."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import sys
 import time
@@ -85,7 +86,7 @@ START_SAMPLER = """(bits) => {
     const read = () => {
         const now = performance.now(), tick = Number(root.dataset.tick || 0);
         const s = {now, time: audio.currentTime, frame: Number(canvas.dataset.frame),
-                   since: now - tick, fresh: tick > installed, ended: audio.ended,
+                   tick, since: now - tick, fresh: tick > installed, ended: audio.ended,
                    playing: root.dataset.playing === 'true', late: Number(root.dataset.late)};
         if (bits) {
             const block = BLOCK, d = ctx.getImageData(0, block / 2, bits * block, 1).data;
@@ -187,6 +188,13 @@ def _play(page, bits: int = 0) -> tuple[list[dict], dict]:
     return result["samples"], result["end"]
 
 
+def _median_step(values: list[float]) -> float:
+    """Median step between successive distinct values (refresh times, clock readings)."""
+    distinct = sorted(set(values))
+    steps = sorted(b - a for a, b in itertools.pairwise(distinct))
+    return steps[len(steps) // 2] if steps else math.nan
+
+
 def _judge(samples: list[dict], end: dict, n_frames: int) -> str:
     """Assert the picture followed the sound (module docstring); returns a one-line account."""
     frame_ms = 1000 / FPS
@@ -200,7 +208,10 @@ def _judge(samples: list[dict], end: dict, n_frames: int) -> str:
         f"{dict(sorted(Counter(error[id(s)] for s in live).items()))}; "
         f"{len(stalls)} samples in page stalls (longest {max([0] + [s['since'] for s in stalls]):.0f}"
         f" ms: {dict(sorted(Counter(error[id(s)] for s in stalls).items()))}); "
-        f"{len({s['frame'] for s in playing})} distinct frames seen, {end['late']} late "
+        f"{len({s['frame'] for s in playing})} distinct frames seen, page refreshes every "
+        f"{_median_step([s['tick'] for s in playing]):.0f} ms and currentTime "
+        f"steps {1000 * _median_step([s['time'] for s in playing]):.0f} ms (medians), "
+        f"{end['late']} late "
         f"refreshes; the end: frame {end['frame']} at {end['time']:.2f} s")
     duration = n_frames / FPS
     assert len(live) >= 20, account
