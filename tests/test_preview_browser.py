@@ -141,8 +141,20 @@ def _numbered_notebook(folder: Path) -> None:
     nbformat.write(nb, folder / "numbered.ipynb")
 
 
+@pytest.fixture(scope="session")
+def chromium_starts() -> None:
+    """Skips where the system Chromium does not start under Playwright. Session-scoped like
+    the trained person and asked for before it, so it runs first: no person is trained for
+    tests that would skip."""
+    with sync_api.sync_playwright() as pw:
+        try:
+            pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS).close()
+        except sync_api.Error as e:
+            pytest.skip(f"{CHROMIUM} does not start under Playwright: {str(e).splitlines()[0]}")
+
+
 @pytest.fixture(scope="module")
-def lab(trained_person, tmp_path_factory):
+def lab(chromium_starts, trained_person, tmp_path_factory):
     """JupyterLab started by scripts/lab.sh on a free port, serving a folder with notebook 04
     (pointed at the trained person) and the numbered-frames notebook."""
     tmp = tmp_path_factory.mktemp("lab")
@@ -154,7 +166,7 @@ def lab(trained_person, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(lab):
+def page(chromium_starts):
     """One browser tab; `problems` collects page errors and the widget's console errors."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
