@@ -85,10 +85,14 @@ def loss_curves(history: list[dict], path: str | Path | None = None) -> Figure:
     fig = Figure(figsize=(11, 3.4), layout="constrained")
     ax_loss, ax_val = fig.subplots(1, 2)
     steps = [h["step"] for h in history]
+    # a short run (a 2-minute budget on a busy CPU logs one or two steps) draws no line
+    # between points, so few points are drawn as dots
+    marker = "o" if len(steps) < 20 else None
     for key in ("loss", "l1", "perceptual", "sync", "temporal"):
         values = [h.get(key) for h in history]
         if any(v is not None for v in values):
-            ax_loss.plot(steps, [np.nan if v is None else v for v in values], label=key)
+            ax_loss.plot(steps, [np.nan if v is None else v for v in values], label=key,
+                         marker=marker, ms=3)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training losses", fontsize=9)

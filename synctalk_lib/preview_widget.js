@@ -4,9 +4,10 @@
 // as late; the picture never runs behind the sound by more than the frames that are missing.
 // Frames come from the kernel in batches of `batch`, asked for just ahead of the playhead and
 // dropped again when far from it, so a long clip stays light. State for tests and curious
-// users is on the root element: data-shown (frame on screen), data-playing, data-late
-// (refreshes whose frame had not arrived), data-tick (performance.now() of the last one) and
-// data-cached (frames held).
+// users: the canvas's data-frame is the frame painted on it (set in the same call that paints
+// it), and the root element has data-playing, data-late (refreshes whose frame had not
+// arrived), data-tick (performance.now() of the last refresh while playing) and data-cached
+// (frames held).
 
 const KEEP_BATCHES = 12; // decoded batches kept around the playhead
 
@@ -145,7 +146,7 @@ function render({ model, el: host }) {
       x += sizes[k][0] + gap;
     }
     shown = i;
-    root.dataset.shown = String(i);
+    canvas.dataset.frame = String(i);
     slider.value = String(i);
     cursor.style.left = `${Math.min(Math.floor((i + 0.5) * width / n), width - 1) - 1}px`;
     caption.textContent = describe(i);

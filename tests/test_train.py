@@ -345,3 +345,13 @@ def test_augmented_samples_hear_every_feature_set_and_validation_only_the_origin
 
     assert heard(True) == {0, 1, 2}
     assert heard(False) == {0}
+
+
+def test_loss_curves_show_a_run_that_logged_one_step():
+    """A 2-minute budget on a busy CPU can log a single step: a line alone would draw nothing."""
+    from synctalk_lib import figures
+
+    fig = figures.loss_curves([{"step": 23, "loss": 0.50, "l1": 0.49, "val_l1": 0.24}])
+    losses = fig.axes[0].lines
+    assert [line.get_label() for line in losses] == ["loss", "l1"]
+    assert all(line.get_marker() not in (None, "", "None") for line in losses)
