@@ -253,9 +253,10 @@ class ModelWorker:
     """Runs all model work on one thread, in submission order; admits a bounded number of
     requests. Only the event loop calls `admit`/`release`, so counters need no lock."""
 
-    def __init__(self, max_requests: int) -> None:
+    def __init__(self, max_requests: int, on_idle: Callable[[], Any] | None = None) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="synctalk-model")
         self.max_requests = max_requests
+        self.on_idle = on_idle  # called when the last request ends, after the heap trim
         self.active = 0
         # served; refused (503); rejected (bad input); cancelled (client left); failed
         self.counts = {"served": 0, "refused": 0, "rejected": 0, "cancelled": 0, "failed": 0}
@@ -277,6 +278,8 @@ class ModelWorker:
         self.counts[outcome] += 1
         if self.active == 0:
             _trim_memory()
+            if self.on_idle is not None:
+                self.on_idle()
 
     def state(self) -> dict[str, int]:
         return {"active": self.active, "max": self.max_requests, **self.counts}
@@ -419,7 +422,7 @@ class Server:
         self.sample_rate = self.cfg.media.sample_rate
         self.fps = self.cfg.media.fps
         self.speaker = Speaker(settings, self.sample_rate)
-        self.worker = ModelWorker(settings.max_requests)
+        self.worker = ModelWorker(settings.max_requests, on_idle=avatar.release_file_pages)
         self.debug = {"enabled": settings.debug, "save_frames": settings.debug_save_frames,
                       "save_audio": settings.debug_save_audio}
         self.debug_store = DebugStore(settings.debug_folder,

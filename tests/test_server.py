@@ -352,6 +352,35 @@ def test_allowed_hosts_are_configurable(trained_person, avatar, tmp_path):
         assert c.get("/health", headers={"host": "anything.example"}).status_code == 200
 
 
+def _resident_mb(path: Path) -> float:
+    """Resident MB of this process's mappings of `path` (from /proc/self/smaps)."""
+    kb, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:  # a mapping's header
+            inside = len(fields) == 6 and fields[5] == str(path)
+        elif inside and line.startswith("Rss:"):
+            kb += int(line.split()[1])
+    return kb / 1024
+
+
+def test_an_idle_server_unmaps_the_crop_pages(client, avatar):
+    """A long render leaves every crop of the memory-mapped cache in the server's RSS; once
+    the last request ends the server drops them (they stay in the page cache)."""
+    if not Path("/proc/self/smaps").is_file():
+        pytest.skip("reads /proc/self/smaps (Linux)")
+    path = avatar.dataset.paths.cached(avatar.dataset.meta["crops_file"]).resolve()
+    int(np.asarray(avatar.crops).sum())  # every page resident, as after a long render
+    before = _resident_mb(path)
+    assert before > 0.9 * avatar.crops.nbytes / 2**20
+    assert _lines(client.get("/generate", params={"text": "hello there"}))[-1]["type"] == "end"
+    deadline = time.monotonic() + 5
+    while (after := _resident_mb(path)) > 0.05 * before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert after <= 0.05 * before, f"{after:.1f} of {before:.1f} MB still resident"
+    assert int(np.asarray(avatar.crops[:1]).sum()) >= 0  # still readable afterwards
+
+
 def test_debug_changes_need_a_token_beyond_loopback(trained_person, avatar, tmp_path):
     on = {"enabled": True}
     with _client_for(_settings(trained_person, tmp_path, host="0.0.0.0"), avatar) as c:
