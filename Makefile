@@ -2,6 +2,10 @@
 #   make demo   set up, then run every notebook on the embedded demo (outputs/demo/)
 #   make test   set up, then run the test suite and validate the notebooks
 #   make lab    set up, then open the notebooks in JupyterLab (PORT=8888, NO_BROWSER=1)
+# the interpreter .venv is made with, on first set-up only (delete .venv to change it), and
+# the torch to install: make test PYTHON=python3.13 TORCH_SPEC='torch==2.13.0+cpu --index-url …'
+PYTHON ?= python3
+export PYTHON TORCH_SPEC
 PY := .venv/bin/python
 export TQDM_MININTERVAL ?= 2
 

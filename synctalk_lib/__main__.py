@@ -158,6 +158,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
              "allowed_hosts": [*server.LOOPBACK_HOSTS, *args.allowed_host]
              if args.allowed_host else None, "debug_token": args.debug_token,
              "request_timeout_s": args.request_timeout, "send_timeout_s": args.send_timeout,
+             "header_timeout_s": args.header_timeout,
              "overrides": _overrides(args.set) or None}
     # flags left out fall back to SYNCTALK_* environment variables, then the defaults
     server.serve(server.ServerSettings(**{k: v for k, v in given.items() if v is not None}))
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut any request after this many seconds (default 600)")
     p.add_argument("--send-timeout", type=float, metavar="S",
                    help="cut a request whose client reads nothing for this long (default 30)")
+    p.add_argument("--header-timeout", type=float, metavar="S",
+                   help="close a connection that has not sent a request's headers within "
+                   "this long (default 10)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. infer.mode=core)")
     p.set_defaults(func=_cmd_serve)

@@ -102,6 +102,8 @@ class ServerSettings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS))
     request_timeout_s: float = Field(600.0, gt=0)  # a whole request, sending included
     send_timeout_s: float = Field(30.0, gt=0)  # one write to a client that stopped reading
+    # a connection whose client has not sent a whole request's headers in this long is closed
+    header_timeout_s: float = Field(10.0, gt=0)
     # speech
     voice: str = "en-us"  # espeak-ng language tag (see GET /voices)
     speed: float = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
@@ -251,9 +253,10 @@ class ModelWorker:
     """Runs all model work on one thread, in submission order; admits a bounded number of
     requests. Only the event loop calls `admit`/`release`, so counters need no lock."""
 
-    def __init__(self, max_requests: int) -> None:
+    def __init__(self, max_requests: int, on_idle: Callable[[], Any] | None = None) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="synctalk-model")
         self.max_requests = max_requests
+        self.on_idle = on_idle  # called when the last request ends, after the heap trim
         self.active = 0
         # served; refused (503); rejected (bad input); cancelled (client left); failed
         self.counts = {"served": 0, "refused": 0, "rejected": 0, "cancelled": 0, "failed": 0}
@@ -275,6 +278,8 @@ class ModelWorker:
         self.counts[outcome] += 1
         if self.active == 0:
             _trim_memory()
+            if self.on_idle is not None:
+                self.on_idle()
 
     def state(self) -> dict[str, int]:
         return {"active": self.active, "max": self.max_requests, **self.counts}
@@ -417,7 +422,7 @@ class Server:
         self.sample_rate = self.cfg.media.sample_rate
         self.fps = self.cfg.media.fps
         self.speaker = Speaker(settings, self.sample_rate)
-        self.worker = ModelWorker(settings.max_requests)
+        self.worker = ModelWorker(settings.max_requests, on_idle=avatar.release_file_pages)
         self.debug = {"enabled": settings.debug, "save_frames": settings.debug_save_frames,
                       "save_audio": settings.debug_save_audio}
         self.debug_store = DebugStore(settings.debug_folder,
@@ -498,12 +503,16 @@ class Server:
         if job.debug_folder and self.debug["save_audio"]:
             self.debug_store.write(job.id, "audio.wav", media.wav_bytes(wav, self.sample_rate))
 
+    def token_given(self, given: str | None) -> bool:
+        """Whether `given` is the operator's debug token (False when none is set)."""
+        token = self.settings.debug_token
+        return bool(token and given and hmac.compare_digest(given.encode(), token.encode()))
+
     def check_debug_token(self, given: str | None) -> None:
         """403 unless the operator's token is given, or (no token set) the server is loopback
         only: anyone who can reach it could otherwise switch on saving."""
-        token = self.settings.debug_token
-        if token:
-            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if self.settings.debug_token:
+            if not self.token_given(given):
                 raise HTTPException(403, "changing debug settings needs the operator's token "
                                          f"in the {DEBUG_TOKEN_HEADER} header")
         elif not self.settings.loopback:
@@ -511,6 +520,13 @@ class Server:
                                      f"{self.settings.host} (reachable from the network); "
                                      "start it with --debug-token (or SYNCTALK_DEBUG_TOKEN) "
                                      "to allow changes")
+
+    def check_status_token(self, given: str | None) -> None:
+        """403 when the operator set a token and `given` is not it: who set a token wants
+        the requests' timings, the debug folder and memory kept to the operator too."""
+        if self.settings.debug_token and not self.token_given(given):
+            raise HTTPException(403, "reading debug status needs the operator's token in the "
+                                     f"{DEBUG_TOKEN_HEADER} header")
 
     async def speech(self, text: str, voice: str | None, speed: float | None) -> np.ndarray:
         """TTS off the event loop; bad voice/speed become 422."""
@@ -614,7 +630,9 @@ class Server:
                                 filename=f"{self.avatar.name}-{job.id}.mp4")
 
     def status(self) -> dict[str, Any]:
+        changeable = bool(self.settings.debug_token) or self.settings.loopback
         return {**self.debug, "folder": str(self.settings.debug_folder),
+                "changeable": changeable, "token_required": bool(self.settings.debug_token),
                 "saved_mb": self.debug_store.used_mb(), "skipped_files": self.debug_store.skipped,
                 "limits_mb": {"request": self.settings.debug_max_request_mb,
                               "total": self.settings.debug_max_total_mb},
@@ -959,8 +977,10 @@ def _routes(app: FastAPI, server: Server) -> None:
                                                                       server.started, 1)}
 
     @app.get("/debug/status")
-    async def debug_status() -> dict[str, Any]:
-        """Debug settings, request counters, recent requests (time to first frame), memory."""
+    async def debug_status(request: Request) -> dict[str, Any]:
+        """Debug settings, request counters, recent requests (time to first frame), memory.
+        Needs the operator's token (X-Debug-Token) when one is set."""
+        server.check_status_token(request.headers.get(DEBUG_TOKEN_HEADER))
         return server.status()
 
     @app.post("/debug/config")
@@ -1012,6 +1032,8 @@ def serve(settings: ServerSettings) -> None:
     """Load the person and serve until interrupted (Ctrl-C)."""
     import uvicorn
 
+    from .header_timeout import with_header_timeout
+
     if not settings.loopback:
         log.warning("serving on %s: anyone who can reach this address can use the model "
                     "(there is no authentication); debug changes need --debug-token",
@@ -1022,7 +1044,8 @@ def serve(settings: ServerSettings) -> None:
     _fix_mmap_threshold()
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                limit_concurrency=settings.max_connections, timeout_graceful_shutdown=5)
+                limit_concurrency=settings.max_connections, timeout_graceful_shutdown=5,
+                http=with_header_timeout(settings.header_timeout_s))
 
 
 __all__ = ["ServerSettings", "Speaker", "create_app", "serve"]

@@ -352,6 +352,35 @@ def test_allowed_hosts_are_configurable(trained_person, avatar, tmp_path):
         assert c.get("/health", headers={"host": "anything.example"}).status_code == 200
 
 
+def _resident_mb(path: Path) -> float:
+    """Resident MB of this process's mappings of `path` (from /proc/self/smaps)."""
+    kb, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:  # a mapping's header
+            inside = len(fields) == 6 and fields[5] == str(path)
+        elif inside and line.startswith("Rss:"):
+            kb += int(line.split()[1])
+    return kb / 1024
+
+
+def test_an_idle_server_unmaps_the_crop_pages(client, avatar):
+    """A long render leaves every crop of the memory-mapped cache in the server's RSS; once
+    the last request ends the server drops them (they stay in the page cache)."""
+    if not Path("/proc/self/smaps").is_file():
+        pytest.skip("reads /proc/self/smaps (Linux)")
+    path = avatar.dataset.paths.cached(avatar.dataset.meta["crops_file"]).resolve()
+    int(np.asarray(avatar.crops).sum())  # every page resident, as after a long render
+    before = _resident_mb(path)
+    assert before > 0.9 * avatar.crops.nbytes / 2**20
+    assert _lines(client.get("/generate", params={"text": "hello there"}))[-1]["type"] == "end"
+    deadline = time.monotonic() + 5
+    while (after := _resident_mb(path)) > 0.05 * before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert after <= 0.05 * before, f"{after:.1f} of {before:.1f} MB still resident"
+    assert int(np.asarray(avatar.crops[:1]).sum()) >= 0  # still readable afterwards
+
+
 def test_debug_changes_need_a_token_beyond_loopback(trained_person, avatar, tmp_path):
     on = {"enabled": True}
     with _client_for(_settings(trained_person, tmp_path, host="0.0.0.0"), avatar) as c:
@@ -364,6 +393,22 @@ def test_debug_changes_need_a_token_beyond_loopback(trained_person, avatar, tmp_
             assert c.post("/debug/config", json=on, headers=headers).status_code == 403
         resp = c.post("/debug/config", json=on, headers={"X-Debug-Token": "s3cret"})
         assert resp.status_code == 200 and resp.json()["enabled"]
+
+
+def test_debug_status_needs_the_token_when_one_is_set(trained_person, avatar, tmp_path):
+    settings = _settings(trained_person, tmp_path, debug_token="s3cret")
+    with _client_for(settings, avatar) as c:
+        for headers in ({}, {"X-Debug-Token": "wrong"}):
+            resp = c.get("/debug/status", headers=headers)
+            assert resp.status_code == 403 and "token" in resp.json()["detail"]
+        status = c.get("/debug/status", headers={"X-Debug-Token": "s3cret"}).json()
+        assert status["token_required"] and status["changeable"]
+    # no token: readable, and the page is told whether the switches work
+    with _client_for(_settings(trained_person, tmp_path, host="0.0.0.0"), avatar) as c:
+        status = c.get("/debug/status").json()
+        assert not status["token_required"] and not status["changeable"]
+    with _client_for(_settings(trained_person, tmp_path), avatar) as c:
+        assert c.get("/debug/status").json()["changeable"]
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -483,6 +528,8 @@ def _rss_mb(pid: int) -> float:
 
 
 SEND_TIMEOUT_S = 3.0  # the live server's, short so that the slow-reader test takes seconds
+HEADER_TIMEOUT_S = 3.0  # the same for clients that send their headers slowly
+MAX_CONNECTIONS = 30  # above the 20-client burst, low enough to fill with slow clients
 
 
 @pytest.fixture(scope="module")
@@ -493,7 +540,9 @@ def live_server(trained_person, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNCTALK_TEMP_DIR": str(tmp / "server-tmp"),
-           "SYNCTALK_MAX_TEXT_CHARS": "2000", "SYNCTALK_SEND_TIMEOUT_S": str(SEND_TIMEOUT_S)}
+           "SYNCTALK_MAX_TEXT_CHARS": "2000", "SYNCTALK_SEND_TIMEOUT_S": str(SEND_TIMEOUT_S),
+           "SYNCTALK_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+           "SYNCTALK_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
     cmd = [sys.executable, "-m", "synctalk_lib", "serve", "--name", trained_person.name,
            "--root", str(trained_person.dataset_root), "--checkpoints",
            str(trained_person.checkpoints_root), "--outputs", str(tmp / "outputs"),
@@ -662,6 +711,46 @@ def test_a_client_that_stops_reading_loses_its_slot(live_server):
     assert status["requests"]["active"] == 0 and status["timeouts"]["send"] >= 1
     assert sum(received) < 200_000
     print(f"\nslow reader: slot freed after {freed:.1f} s, {sum(received)} bytes read")
+
+
+def test_clients_that_send_headers_slowly_are_closed(live_server):
+    """MAX_CONNECTIONS clients that never finish their headers fill uvicorn's connection limit
+    (every other request gets 503); the header deadline closes them and the server answers
+    again. Before it, uvicorn kept them open for as long as they kept trickling."""
+    url, proc, _ = live_server
+    host, port = url.removeprefix("http://").split(":")
+    socks = []
+    for _ in range(MAX_CONNECTIONS):
+        sock = socket.create_connection((host, int(port)), timeout=5)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        sock.settimeout(0.25)
+        socks.append(sock)
+    t0 = time.monotonic()
+    try:
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 503  # the limit is full
+        open_socks = list(socks)
+        while open_socks:
+            assert time.monotonic() - t0 < 4 * HEADER_TIMEOUT_S, \
+                f"{len(open_socks)} slow clients still connected"
+            for sock in list(open_socks):
+                try:
+                    gone = sock.recv(1024) == b""
+                except TimeoutError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if not gone:
+                    with contextlib.suppress(OSError):
+                        sock.sendall(b"a")  # one more header byte: still sending
+                else:
+                    open_socks.remove(sock)
+        closed = time.monotonic() - t0
+    finally:
+        for sock in socks:
+            sock.close()
+    assert closed >= HEADER_TIMEOUT_S * 0.8  # not before the deadline
+    assert httpx.get(f"{url}/health", timeout=5).status_code == 200 and proc.poll() is None
+    print(f"\n{MAX_CONNECTIONS} slow-header clients closed after {closed:.1f} s")
 
 
 def test_server_stops_cleanly_and_removes_its_temp_folder(live_server):

@@ -5,8 +5,10 @@ turns that off); otherwise, or without Playwright, the tests skip."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +26,9 @@ CHROMIUM = chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 
-@pytest.fixture(scope="module")
-def page_url(trained_person, tmp_path_factory):
-    """The app for the test person, served by uvicorn on a free loopback port in a thread."""
-    tmp = tmp_path_factory.mktemp("browser")
-    settings = server.ServerSettings(
-        name=trained_person.name, dataset_root=trained_person.dataset_root,
-        checkpoints_root=trained_person.checkpoints_root, output_root=tmp / "outputs",
-        temp_dir=tmp / "server-tmp")
+@contextlib.contextmanager
+def _serving(settings: server.ServerSettings) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port in a thread; yields its URL."""
     app = server.create_app(settings)
     port = free_port()
     web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -41,9 +38,25 @@ def page_url(trained_person, tmp_path_factory):
     while not web.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    web.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.should_exit = True
+        thread.join(15)
+
+
+def _settings(trained_person, tmp: Path, **extra) -> server.ServerSettings:
+    return server.ServerSettings(
+        name=trained_person.name, dataset_root=trained_person.dataset_root,
+        checkpoints_root=trained_person.checkpoints_root, output_root=tmp / "outputs",
+        temp_dir=tmp / "server-tmp", **extra)
+
+
+@pytest.fixture(scope="module")
+def page_url(trained_person, tmp_path_factory):
+    """The app for the test person, served on a free loopback port."""
+    with _serving(_settings(trained_person, tmp_path_factory.mktemp("browser"))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +169,27 @@ def test_debug_panel_switches_saving_on_and_off(browser_page):
     page.wait_for_function("() => document.getElementById('debug-status').textContent"
                            ".includes('\"enabled\": false')", timeout=10_000)
 
+
+def test_debug_panel_asks_for_the_token_of_a_server_that_has_one(browser_page, trained_person,
+                                                                 tmp_path):
+    """With --debug-token, /debug/* answers 403 without it: the switches stay disabled with a
+    note until the operator types the token, which the page then sends."""
+    settings = _settings(trained_person, tmp_path, debug_token="s3cret")
+    with _serving(settings) as url:
+        page = browser_page[0].context.browser.new_page()  # the module's browser
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+        page.click("#debug-panel summary")
+        page.click("#debug-refresh")
+        page.wait_for_selector("#debug-note:not([hidden])", timeout=10_000)
+        assert "operator's token" in page.text_content("#debug-note")
+        assert page.is_disabled("#debug-enabled")
+        page.fill("#debug-token", "s3cret")
+        page.click("#debug-refresh")  # the field's change event fires as it loses focus here
+        page.wait_for_function("() => document.getElementById('debug-status').textContent"
+                               ".includes('\"token_required\": true')", timeout=10_000)
+        assert page.is_enabled("#debug-enabled") and page.is_hidden("#debug-note")
+        page.check("#debug-enabled")
+        page.wait_for_function("() => document.getElementById('debug-status').textContent"
+                               ".includes('\"enabled\": true')", timeout=10_000)
+        page.close()

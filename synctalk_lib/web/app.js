@@ -383,15 +383,37 @@ $("make-mp4").addEventListener("click", async () => {
 });
 
 // -- debug panel
+// A server started with --debug-token answers /debug/* only to requests carrying it; the
+// token typed here stays in this page (memory only) and goes in the X-Debug-Token header.
+const DEBUG_SWITCHES = ["debug-enabled", "debug-save-frames", "debug-save-audio"];
+
+function debugHeaders() {
+  const token = $("debug-token").value;
+  return token ? { "X-Debug-Token": token } : {};
+}
+
+function lockDebug(note) {
+  for (const id of DEBUG_SWITCHES) $(id).disabled = Boolean(note);
+  $("debug-note").hidden = !note;
+  $("debug-note").textContent = note || "";
+}
+
 async function refreshDebug() {
   try {
-    const resp = await fetch("/debug/status");
+    const resp = await fetch("/debug/status", { headers: debugHeaders() });
+    if (resp.status === 403) {
+      lockDebug("This server keeps debug to its operator: type the operator's token above.");
+      $("debug-status").textContent = await errorDetail(resp);
+      return;
+    }
     const status = await resp.json();
     $("debug-enabled").checked = status.enabled;
     $("debug-save-frames").checked = status.save_frames;
     $("debug-save-audio").checked = status.save_audio;
     $("debug-folder").textContent = status.folder;
     $("debug-status").textContent = JSON.stringify(status, null, 1);
+    lockDebug(status.changeable ? "" : "Debug settings are fixed on this server: it is " +
+      "reachable from the network and was started without --debug-token.");
   } catch (err) {
     $("debug-status").textContent = `cannot read /debug/status: ${err.message}`;
   }
@@ -400,7 +422,7 @@ async function refreshDebug() {
 async function setDebug(change) {
   const resp = await fetch("/debug/config", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...debugHeaders() },
     body: JSON.stringify(change),
   });
   if (!resp.ok) showError(await errorDetail(resp));
@@ -411,6 +433,7 @@ $("debug-enabled").addEventListener("change", (e) => setDebug({ enabled: e.targe
 $("debug-save-frames").addEventListener("change", (e) => setDebug({ save_frames: e.target.checked }));
 $("debug-save-audio").addEventListener("change", (e) => setDebug({ save_audio: e.target.checked }));
 $("debug-refresh").addEventListener("click", refreshDebug);
+$("debug-token").addEventListener("change", refreshDebug);
 
 // -- start-up: model info, voices, the still frame
 async function init() {
