@@ -141,7 +141,6 @@ def run_reference(work: Path, preset: str, source: str, seconds: float) -> dict:
     import torch
 
     from synctalk_lib import dataset, media, unet
-    from synctalk_lib.config import get_config
 
     cfg = bench_config(preset)
     ds = dataset.load_dataset(f"p{source}", work / "dataset")

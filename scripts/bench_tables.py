@@ -42,10 +42,11 @@ def infer_table(result: dict) -> str:
 
 def compare_table(result: dict) -> str:
     """bench/compare_main.py: this code against another checkout, same run."""
-    lines = [f"`bench/results/compare_main.json` (against `{Path(result['other']).name}`): "
-             f"{_machine(result['machine'])}.", "",
-             "| preset, source | frames/s, ours | frames/s, theirs | × | CPU ms a frame, ours "
-             "| theirs | PSNR min / mean dB | face box PSNR min / mean dB |",
+    title = (f"`bench/results/compare_main.json` (against `{Path(result['other']).name}`): "
+             f"{_machine(result['machine'])}.")
+    lines = [title, "",
+             ("| preset, source | frames/s, ours | frames/s, theirs | × | CPU ms a frame, ours "
+              "| theirs | PSNR min / mean dB | face box PSNR min / mean dB |"),
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(
@@ -69,7 +70,7 @@ def render(page: str) -> str:
         if not path.is_file():
             continue
         table = make(json.loads(path.read_text()))
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.DOTALL)
         page = pattern.sub(lambda m, t=table: m[1] + t + m[2], page)
     return page
 
