@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def child(code_root: Path, work: Path, preset: str, source: str, seconds: float,
-          out: Path) -> dict:
+          out: Path, crf: int | None = None) -> dict:
     """Render with the synctalk_lib of `code_root` (this process imports nothing else)."""
     sys.path.insert(0, str(code_root))
     import torch
@@ -36,7 +36,8 @@ def child(code_root: Path, work: Path, preset: str, source: str, seconds: float,
     torch.set_num_threads(2)
     avatar = infer.Avatar.load(f"p{source}", dataset_root=work / "dataset",
                                checkpoints_root=work / "checkpoints" / preset,
-                               output_root=work / "outputs", backend="onnx")
+                               output_root=work / "outputs", backend="onnx",
+                               overrides=None if crf is None else {"infer.crf": crf})
     wav = work / f"speech_{seconds:g}s.wav"
     avatar.render(work / "speech_1s.wav", work / f"warm_{out.name}", progress=False)
     cpu0, start = _cpu_seconds(), time.perf_counter()
@@ -88,13 +89,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--work", type=Path, help="a bench/infer.py set-up to reuse")
+    parser.add_argument("--crf", type=int, help="x264 CRF of both renders (0: lossless, so "
+                        "the PSNR sees the two pipelines and not x264's choices)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare_main.json")
     args = parser.parse_args()
     if args.child:
         code_root, source, out = args.child
         print(json.dumps(child(Path(code_root), args.work, args.preset, source, args.seconds,
-                               Path(out))))
+                               Path(out), args.crf)))
         return 0
     sys.path.insert(0, str(ROOT / "bench"))
     import infer as bench_infer  # bench/infer.py: set-up and the machine's description
@@ -106,6 +109,7 @@ def main() -> int:
         bench_infer.make_people(work, [args.preset], args.sources)
     for seconds in (1.0, args.seconds):
         bench_infer.speech(work, seconds)
+    started = bench_infer.machine()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     rows = []
     for source in args.sources:
@@ -116,7 +120,8 @@ def main() -> int:
                 done = subprocess.run(
                     [sys.executable, __file__, "--child", str(root), source, str(out),
                      "--work", str(work), "--preset", args.preset, "--seconds",
-                     str(args.seconds), "--other", str(args.other)],
+                     str(args.seconds), "--other", str(args.other),
+                     *([] if args.crf is None else ["--crf", str(args.crf)])],
                     capture_output=True, text=True, check=False, env=env)
                 if done.returncode:
                     raise SystemExit(f"{tag} {source}: {done.stderr.strip()[-1500:]}")
@@ -130,6 +135,7 @@ def main() -> int:
         fps = {tag: [x["fps"] for x in runs[tag]] for tag in runs}
         cpu = {tag: [x["cpu_ms_per_frame"] for x in runs[tag]] for tag in runs}
         rows.append({"source": source, "preset": args.preset, "audio_s": args.seconds,
+                     "crf": args.crf,
                      "fps_ours": fps["ours"], "fps_other": fps["other"],
                      "ratio": round(float(np.median(fps["ours"]) / np.median(fps["other"])), 2),
                      "cpu_ms_per_frame_ours": cpu["ours"], "cpu_ms_per_frame_other": cpu["other"],
@@ -137,7 +143,8 @@ def main() -> int:
                                         2),
                      **compare(ours["path"], other["path"], boxes, ours["templates"])})
         print(json.dumps(rows[-1]))
-    result = {"machine": bench_infer.machine(), "other": str(args.other), "rows": rows}
+    result = {"machine": started, "other": str(args.other), "file": args.out.name,
+              "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

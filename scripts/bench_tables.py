@@ -40,9 +40,13 @@ def infer_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _crf(row: dict) -> str:
+    return "" if row.get("crf") is None else f", CRF {row['crf']}"
+
+
 def compare_table(result: dict) -> str:
     """bench/compare_main.py: this code against another checkout, same run."""
-    title = (f"`bench/results/compare_main.json` (against `{Path(result['other']).name}`): "
+    title = (f"`bench/results/{result.get('file', 'compare_main.json')}` (against `{Path(result['other']).name}`): "
              f"{_machine(result['machine'])}.")
     lines = [title, "",
              ("| preset, source | frames/s, ours | frames/s, theirs | × | CPU ms a frame, ours "
@@ -50,7 +54,7 @@ def compare_table(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(
-            f"| `{r['preset']}`, {r['source']} | {' / '.join(map(str, r['fps_ours']))} | "
+            f"| `{r['preset']}`, {r['source']}{_crf(r)} | {' / '.join(map(str, r['fps_ours']))} | "
             f"{' / '.join(map(str, r['fps_other']))} | {r['ratio']:g}× | "
             f"{' / '.join(map(str, r['cpu_ms_per_frame_ours']))} | "
             f"{' / '.join(map(str, r['cpu_ms_per_frame_other']))} | "
@@ -59,8 +63,9 @@ def compare_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"infer": ("infer.json", infer_table), "compare_main": ("compare_main.json",
-                                                                 compare_table)}
+TABLES = {"infer": ("infer.json", infer_table),
+          "compare_main": ("compare_main.json", compare_table),
+          "compare_main_lossless": ("compare_main_lossless.json", compare_table)}
 
 
 def render(page: str) -> str:

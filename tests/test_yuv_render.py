@@ -102,15 +102,19 @@ def test_yuv_paste_converts_and_changes_only_the_pasted_region(avatar):
     cursor.close()
 
 
-def test_yuv_render_matches_the_rgb_render(trained_person, avatar, speech, tmp_path):
-    assert avatar.reader.yuv_ok
-    rgb_avatar = _load(trained_person, backend="onnx", overrides={"infer.yuv_render": False})
-    fast = avatar.render(speech, tmp_path / "yuv.mp4", progress=False)
-    slow = rgb_avatar.render(speech, tmp_path / "rgb.mp4", progress=False)
-    assert fast.templates == slow.templates
-    psnrs = [_psnr(a, b) for a, b in zip(media.read_frames(fast.path),
-                                         media.read_frames(slow.path), strict=True)]
-    assert len(psnrs) == fast.n_frames and min(psnrs) > 40
+def test_yuv_render_matches_the_rgb_render(trained_person, speech, tmp_path):
+    # lossless x264 (CRF 0), so the comparison sees the two paths, not x264's decisions on
+    # inputs a level apart (at CRF 18 those alone put two encodes 40-45 dB apart)
+    fast, slow = (_load(trained_person, backend="onnx",
+                        overrides={"infer.crf": 0, "infer.yuv_render": yuv})
+                  for yuv in (True, False))
+    assert fast.reader.yuv_ok
+    a = fast.render(speech, tmp_path / "yuv.mp4", progress=False)
+    b = slow.render(speech, tmp_path / "rgb.mp4", progress=False)
+    assert a.templates == b.templates
+    psnrs = [_psnr(x, y) for x, y in zip(media.read_frames(a.path), media.read_frames(b.path),
+                                         strict=True)]
+    assert len(psnrs) == a.n_frames and min(psnrs) > 50
 
 
 def test_video_writer_takes_yuv420p_planes(tmp_path):
