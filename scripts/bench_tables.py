@@ -63,9 +63,22 @@ def compare_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def server_table(result: dict) -> str:
+    """bench/server_load.py: N concurrent streams."""
+    lines = [f"`bench/results/server_load.json`: {_machine(result['machine'])}.", "",
+             "| concurrent streams | frames/s per stream | first frame, s | all real time |",
+             "|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['streams']} | {' / '.join(map(str, r['fps_per_stream']))} | "
+                     f"{' / '.join(map(str, r['first_frame_s']))} | "
+                     f"{'yes' if r['real_time'] else 'no'} |")
+    return "\n".join(lines)
+
+
 TABLES = {"infer": ("infer.json", infer_table),
           "compare_main": ("compare_main.json", compare_table),
-          "compare_main_lossless": ("compare_main_lossless.json", compare_table)}
+          "compare_main_lossless": ("compare_main_lossless.json", compare_table),
+          "server_load": ("server_load.json", server_table)}
 
 
 def render(page: str) -> str:
@@ -75,8 +88,8 @@ def render(page: str) -> str:
         if not path.is_file():
             continue
         table = make(json.loads(path.read_text()))
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.DOTALL)
-        page = pattern.sub(lambda m, t=table: m[1] + t + m[2], page)
+        pattern = re.compile(rf"(<!-- bench:{name} -->).*?(<!-- /bench:{name} -->)", re.DOTALL)
+        page = pattern.sub(lambda m, t=table: f"{m[1]}\n{t}\n{m[2]}", page)
     return page
 
 
