@@ -186,14 +186,14 @@ class TemplateCursor:
     A forward step continues one ffmpeg decoder (started again at any jump); a backward step
     takes the frame from the last `recent` frames that decoder gave, else from a run of `back_blocks`
     keyframe blocks decoded by one process and held until the walk leaves it. Memory: at most
-    `recent` + `back_blocks` x gop frames (at 1080p in yuv420p, 3.1 MB each: 200 MB with the
-    defaults, what the reader's two rgb24 blocks hold). pixel_format "yuv420p": (H * 3 / 2, W)
+    max(`recent`, `back_blocks` x gop) frames (at 1080p in yuv420p, 3.1 MB each: 100 MB with
+    the defaults, half what the reader's two rgb24 blocks hold). pixel_format "yuv420p": (H * 3 / 2, W)
     I420 planes as decoded (needs `reader.yuv_ok`); "rgb24": frames equal to `reader[i]`.
     Not thread-safe: one cursor per consumer; `close` (or garbage collection) ends ffmpeg.
     """
 
     def __init__(self, reader: TemplateReader, pixel_format: str = "rgb24", recent: int = 16,
-                 back_blocks: int = 3) -> None:
+                 back_blocks: int = 2) -> None:
         if pixel_format not in ("rgb24", "yuv420p"):
             raise ValueError(f"unsupported pixel format {pixel_format!r}")
         if pixel_format == "yuv420p" and not reader.yuv_ok:
@@ -241,6 +241,7 @@ class TemplateCursor:
     def _start(self, index: int) -> np.ndarray:
         if self._forward is not None:
             self._forward.close()
+        self._back = {}  # the walk has left the held run (forward past it, or a jump)
         reader = self.reader
         self._forward = media.read_frames_cfr(reader._video, reader.source.fps, index, None,
                                               reader._size, self.pixel_format)
@@ -259,7 +260,9 @@ class TemplateCursor:
         return frame
 
     def _back_run(self, index: int) -> np.ndarray:
-        """Decode the keyframe blocks that end with `index`'s and hold them."""
+        """Decode the keyframe blocks that end with `index`'s and hold them (instead of the
+        frames held so far: the walk has left those behind)."""
+        self._back, self._recent = {}, deque(maxlen=self._recent.maxlen)
         reader = self.reader
         stop = index - index % reader.block + reader.block
         first = max(stop - self._back_span, 0)

@@ -54,8 +54,9 @@ def test_cursor_gives_the_readers_frames_in_bounce_order_with_few_decoders(train
     with reader.cursor() as cursor:
         for i in order:
             np.testing.assert_array_equal(cursor[i], reader[i])
-        # forward: one decoder; back: one per 3 blocks of 8; then the jumps (1, 40, 39, 5)
-        assert cursor.processes <= 1 + -(-n // 24) + 4
+            assert len(cursor._recent) + len(cursor._back) <= 16  # bounded memory
+        # forward: one decoder; back: one per 2 blocks of 8; then the jumps (1, 40, 39, 5)
+        assert cursor.processes <= 1 + -(-n // 16) + 4
     whole = list(media.read_frames_cfr(tmp_path / "templates_g8.mp4", reader.source.fps, 0, None,
                                        (reader.source.width, reader.source.height),
                                        "yuv420p"))
