@@ -184,12 +184,13 @@ class TemplateCursor:
     """Frames of a `TemplateReader` for one consumer, fast when read as bouncing reads them.
 
     A forward step continues one ffmpeg decoder (started again at any jump); a backward step
-    takes the frame from the last `recent` frames that decoder gave, else from a run of `back_blocks`
-    keyframe blocks decoded by one process and held until the walk leaves it. Memory: at most
-    max(`recent`, `back_blocks` x gop) frames (at 1080p in yuv420p, 3.1 MB each: 100 MB with
-    the defaults, half what the reader's two rgb24 blocks hold). pixel_format "yuv420p": (H * 3 / 2, W)
-    I420 planes as decoded (needs `reader.yuv_ok`); "rgb24": frames equal to `reader[i]`.
-    Not thread-safe: one cursor per consumer; `close` (or garbage collection) ends ffmpeg.
+    takes the frame from the last `recent` frames that decoder gave, else from a run of
+    `back_blocks` keyframe blocks decoded by one process and held until the walk leaves it.
+    Memory: at most max(`recent`, `back_blocks` x gop) frames (at 1080p in yuv420p, 3.1 MB
+    each: 100 MB with the defaults, half what the reader's two rgb24 blocks hold).
+    pixel_format "yuv420p": (H * 3 / 2, W) I420 planes as decoded (needs `reader.yuv_ok`);
+    "rgb24": frames equal to `reader[i]`. Not thread-safe: one cursor per consumer; `close`
+    (or garbage collection) ends ffmpeg.
     """
 
     def __init__(self, reader: TemplateReader, pixel_format: str = "rgb24", recent: int = 16,
