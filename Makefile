@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/model.py
 	$(PY) bench/train.py
 	$(PY) bench/infer.py
+	$(PY) scripts/bench_tables.py
 
 # the avatar web page and API of a trained person: make serve NAME=demo, then open
 # http://127.0.0.1:8000/ (PORT=... to change the port)

@@ -1,18 +1,25 @@
 """End-to-end inference speed (decode → model → paste → encode) and peak memory.
 
-Cases: presets `cpu` and `hd328` (randomly initialised: the cost is the same as trained), and
-`cpu+whisper` (the `cpu` preset on Whisper features, computed as the audio streams in) ×
+Cases: presets `cpu` (on Whisper features when installed, as the library resolves it) and
+`hd328` (randomly initialised: the cost is the same as trained), and `cpu+ave` (the `cpu`
+preset on the mel audio encoder's features; `+whisper` forces Whisper) ×
 backends onnx / torch × a 512×512 and a 1920×1080 source, each in its own process so its peak
 RSS is its own. The baseline, measured in the same run on the same frames, re-creates the
 SyncTalk_2D reference loop (docs/design.md §9): read each full frame from a JPEG, crop, run the
 U-Net 328 eagerly in fp32 NCHW at batch 1, paste the whole crop back, write MJPG, then
 re-encode to H.264 (x264 medium) with the audio. `ratio` = our frames/s ÷ the baseline's for
-the same model and source; `x ave` = a `+whisper` case's frames/s ÷ its preset's on the mel
-features, what the Whisper encoder costs. A long-audio case checks that memory does not grow
+the same model and source; `x base` = a `+variant` case's frames/s ÷ its plain preset's
+(`cpu+ave` against `cpu` on Whisper: what the Whisper encoder costs). A long-audio case checks that memory does not grow
 with length.
-Writes JSON to outputs/bench/infer.json and prints a table.
+Writes JSON (rows plus the machine: CPU, cores, date, load average at the start) to
+bench/results/infer.json, which is committed; `scripts/bench_tables.py` makes the tables of
+docs/benchmarks.md from it. Prints a table.
 
     .venv/bin/python bench/infer.py [--seconds 4] [--presets cpu hd328] [--sources 512 1080]
+    .venv/bin/python bench/infer.py --only cpu-1080          # one preset and source, onnx,
+                                                             # with its reference loop
+    .venv/bin/python bench/infer.py --quick                  # cpu and hd328 at 512 and 1080,
+                                                             # onnx, no long-audio check
 """
 
 from __future__ import annotations
@@ -36,18 +43,36 @@ REFERENCE_FPS = {"512": 3.2, "1080": 2.5}  # SyncTalk_2D end to end on this CPU 
 
 
 def bench_config(name: str):
-    """A preset, or `<preset>+whisper`: the preset on the default Whisper's features."""
+    """A preset, or `<preset>+whisper` / `<preset>+ave`: the preset on those audio features
+    (a plain preset resolves `auto` as the library does: Whisper when installed)."""
     from synctalk_lib import whisper
     from synctalk_lib.config import get_config
 
     preset, _, mode = name.partition("+")
-    cfg = get_config(preset)
-    if mode == "whisper":
-        dim = whisper.WhisperFeatures.load(cfg=cfg.whisper).dim
-        cfg = cfg.override({"model.audio_mode": "whisper", "model.audio_dim": dim})
-    elif mode:
+    if mode not in ("", "whisper", "ave"):
         raise SystemExit(f"unknown preset variant {name!r}")
+    cfg = get_config(preset, {"model.audio_mode": mode} if mode else None)
+    if cfg.model.audio_mode == "whisper" and not cfg.model.audio_dim:
+        dim = whisper.WhisperFeatures.load(cfg=cfg.whisper).dim
+        cfg = cfg.override({"model.audio_dim": dim})
     return cfg
+
+
+def machine() -> dict:
+    """Where and when a benchmark ran: CPU model, cores, UTC date, load average at start."""
+    import datetime
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -116,9 +141,8 @@ def run_reference(work: Path, preset: str, source: str, seconds: float) -> dict:
     import torch
 
     from synctalk_lib import dataset, media, unet
-    from synctalk_lib.config import get_config
 
-    cfg = get_config(preset)
+    cfg = bench_config(preset)
     ds = dataset.load_dataset(f"p{source}", work / "dataset")
     n = int(seconds * 25)
     jpgs = work / f"full_body_img_{source}"
@@ -128,7 +152,8 @@ def run_reference(work: Path, preset: str, source: str, seconds: float) -> dict:
             cv2.imwrite(str(jpgs / f"{i}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     model = unet.Generator.from_config(cfg).eval()
     boxes = ds.boxes().round().astype(int)
-    feats = np.random.default_rng(0).random((n, 16, 512), np.float32)
+    dim = cfg.model.audio_dim or 512  # ave: 512 features a frame, as SyncTalk_2D's
+    feats = np.random.default_rng(0).random((n, 16, dim), np.float32)
     size = cfg.model.image_size
     start = time.perf_counter()
     avi = work / "ref.avi"
@@ -180,24 +205,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio length per case")
-    parser.add_argument("--presets", nargs="+", default=["cpu", "cpu+whisper", "hd328"])
+    parser.add_argument("--presets", nargs="+", default=["cpu", "cpu+ave", "hd328"])
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
     parser.add_argument("--sources", nargs="+", default=["512", "1080"])
     parser.add_argument("--long", type=float, default=120.0,
                         help="also render this many seconds (cpu, onnx, 512) to check memory")
+    parser.add_argument("--only", nargs="+", metavar="PRESET-SOURCE",
+                        help="just these, e.g. cpu-1080 hd328-512: onnx, with their reference "
+                             "loops, no long-audio check")
+    parser.add_argument("--quick", action="store_true",
+                        help="cpu and hd328 at 512 and 1080 on onnx, no long-audio check")
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "infer.json")
+    parser.add_argument("--work", type=Path, help="reuse (and keep) this set-up folder")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "infer.json")
     args = parser.parse_args()
     if args.one:  # child process: one case, JSON on stdout
         print(json.dumps(run_case(args.work, args.one, args.seconds)))
         return 0
-    work = Path(tempfile.mkdtemp(prefix="bench-infer-"))
-    make_people(work, args.presets, args.sources)
+    only = None
+    if args.quick:
+        args.presets, args.backends, args.long = ["cpu", "hd328"], ["onnx"], 0
+    if args.only:
+        only = {tuple(x.rsplit("-", 1)) for x in args.only}
+        args.presets = sorted({p for p, _ in only})
+        args.sources = sorted({s for _, s in only})
+        args.backends, args.long = ["onnx"], 0
+    started = machine()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-infer-"))
+    if not (work / "dataset").is_dir() or args.work is None:
+        make_people(work, args.presets, args.sources)
     cases = [(f"ours:{p}:{b}:{s}", args.seconds) for s in args.sources for p in args.presets
              for b in args.backends]
     cases += [(f"reference:{p}:torch:{s}", args.seconds) for s in args.sources
               for p in args.presets if "+" not in p]
+    if only:
+        cases = [(c, s) for c, s in cases if tuple(c.split(":")[1::2]) in only]
     if args.long and "cpu" in args.presets and "512" in args.sources:
         cases += [("ours:cpu:onnx:512", 10.0), ("ours:cpu:onnx:512", args.long)]
     rows = []
@@ -223,9 +265,9 @@ def main() -> int:
         if "+" in r["preset"] and key in plain:
             r["ratio_vs_ave"] = round(r["fps"] / plain[key], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.write_text(json.dumps({"machine": started, "rows": rows}, indent=2) + "\n")
     print(f"{'case':<32}{'audio s':>8}{'frames/s':>10}{'x ref loop':>11}{'x §9':>7}"
-          f"{'x ave':>7}{'peak MB':>9}")
+          f"{'x base':>7}{'peak MB':>9}")
     for r in rows:
         print(f"{r['case']:<32}{r['audio_s']:>8g}{r['fps']:>10.2f}"
               f"{r.get('ratio_vs_reference_loop', float('nan')):>11.2f}"
@@ -233,8 +275,9 @@ def main() -> int:
               f"{r['peak_rss_mb']:>9}")
     print("x ref loop: vs the re-created SyncTalk_2D loop in this run (same model and source); "
           "x §9: vs docs/design.md §9's measured reference (3.2 fps at 512², 2.5 at 1080p)")
-    print(f"wrote {args.out}")
-    shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {args.out} (machine: {started})")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -305,6 +305,9 @@ class InferConfig:
     # repeated over the window); "digital" = digital silence's
     pause_feature: str = "calibrated"
     template_gop: int = 16  # keyframe interval of the cached template video (random access)
+    # render in the video's own yuv420p: decode, paste and encode the planes, converting to RGB
+    # only the pasted face region (every other pixel passes untouched); False = RGB frames
+    yuv_render: bool = True
 
 
 @dataclass(frozen=True)

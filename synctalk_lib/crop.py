@@ -185,6 +185,14 @@ def lower_face_mask(points: np.ndarray, box: np.ndarray, scheme: Scheme, cfg: Cr
     return (np.clip(inside / fade, 0, 1) * paste_mask(cfg, feather)).astype(np.float32)
 
 
+def paste_region(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the pixels `paste_back` may change in a (width, height) frame: the
+    box grown by one pixel (bicubic reach), clipped to the frame; empty if it lies outside."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (max(int(np.floor(x0)) - 1, 0), max(int(np.floor(y0)) - 1, 0),
+            min(int(np.ceil(x1)) + 1, width), min(int(np.ceil(y1)) + 1, height))
+
+
 def paste_back(
     frame: np.ndarray, crop: np.ndarray, box: np.ndarray, alpha: np.ndarray | None = None
 ) -> np.ndarray:
@@ -202,8 +210,7 @@ def paste_back(
         alpha = np.ones((size, size), np.float32)
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box)
-    rx0, ry0 = max(int(np.floor(x0)) - 1, 0), max(int(np.floor(y0)) - 1, 0)
-    rx1, ry1 = min(int(np.ceil(x1)) + 1, w), min(int(np.ceil(y1)) + 1, h)
+    rx0, ry0, rx1, ry1 = paste_region(box, w, h)
     out = frame.copy()
     if rx1 <= rx0 or ry1 <= ry0:
         return out

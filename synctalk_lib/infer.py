@@ -357,6 +357,27 @@ class Compositor:
                  patch: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         return crop.paste_back(frame, self.patch_in_crop(crop_img, patch, alpha), box, alpha)
 
+    def paste_yuv(self, frame: np.ndarray, crop_img: np.ndarray, box: np.ndarray,
+                  patch: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """The same paste-back on an I420 frame ((H * 3 / 2, W), a new one is returned).
+
+        Only the region the paste can reach is converted to RGB and back; of it only the
+        pixels the paste changed (and the chroma samples they share) are written, so the
+        rest of the frame keeps its decoded planes exactly. At 1080p this saves converting
+        two full frames, the decoder's and the encoder's.
+        """
+        height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+        x0, y0, x1, y1 = media.even_box(*crop.paste_region(box, width, height), width, height)
+        out = frame.copy()
+        if x1 <= x0 or y1 <= y0:
+            return out
+        rgb = media.yuv_to_rgb(media.yuv_region(frame, x0, y0, x1, y1))
+        shifted = np.asarray(box, np.float64) - np.array([x0, y0, x0, y0], np.float64)
+        pasted = self(rgb, crop_img, shifted, patch, alpha)
+        media.put_yuv_region(out, media.rgb_to_yuv(pasted), x0, y0,
+                             changed=(pasted != rgb).any(axis=2))
+        return out
+
 
 class PasteMasks:
     """Paste-back weights of each template frame, `masks[t]` -> (size, size) float32.
@@ -722,7 +743,8 @@ class Avatar:
 
     def stream(self, template_indices: Iterable[int] | None = None,
                audio: np.ndarray | None = None,
-               input_level_db: float | None = None) -> LipSyncStream:
+               input_level_db: float | None = None,
+               pixel_format: str = "rgb24") -> LipSyncStream:
         """A live session: push audio chunks, get finished frames (see LipSyncStream).
 
         audio: the (N,) 16 kHz audio that will be pushed, when known in advance. A `hubert`
@@ -731,8 +753,10 @@ class Avatar:
         `ave` uses it only for its speech level (see `silence_offset_db`) and works on audio
         as it arrives. input_level_db: the speech level of the audio to come (`speech_level_db`),
         when known but not the audio; None and no `audio`: the silence threshold stays put.
+        pixel_format: "rgb24" frames, or "yuv420p" I420 planes (`render`; needs
+        `reader.yuv_ok`).
         """
-        return LipSyncStream(self, template_indices, audio, input_level_db)
+        return LipSyncStream(self, template_indices, audio, input_level_db, pixel_format)
 
     def frames(self, wav: np.ndarray, template_indices: Iterable[int] | None = None,
                block: int = 16_000) -> Iterator[np.ndarray]:
@@ -767,12 +791,13 @@ class Avatar:
             whole = (sf.read(str(wav_path), dtype="float32")[0]
                      if isinstance(self.speech, hubert.HubertFeatures) else None)
             # (whisper streams the file as it is read: its features are never held whole)
-            live = stack.enter_context(self.stream(template_indices, whole, level))
+            pixels = "yuv420p" if self.cfg.infer.yuv_render and self.reader.yuv_ok else "rgb24"
+            live = stack.enter_context(self.stream(template_indices, whole, level, pixels))
             bar = progress_bar(total=n_out, desc=f"render {Path(out).name}", unit="frame",
                                enabled=progress)
             with bar, media.VideoWriter(out, fps=self.cfg.media.fps, crf=self.cfg.infer.crf,
-                                        preset=self.cfg.infer.x264_preset,
-                                        audio=wav_path) as writer:
+                                        preset=self.cfg.infer.x264_preset, audio=wav_path,
+                                        pixel_format=pixels) as writer:
                 for block in sf.blocks(str(wav_path), blocksize=sr, dtype="float32"):
                     for frame in live.push(block):  # _as_wav made it mono
                         writer.write(frame)
@@ -811,7 +836,8 @@ class LipSyncStream:
     """
 
     def __init__(self, avatar: Avatar, template_indices: Iterable[int] | None = None,
-                 audio: np.ndarray | None = None, input_level_db: float | None = None) -> None:
+                 audio: np.ndarray | None = None, input_level_db: float | None = None,
+                 pixel_format: str = "rgb24") -> None:
         self.avatar = avatar
         cfg = avatar.cfg
         if input_level_db is None and audio is not None:
@@ -846,6 +872,8 @@ class LipSyncStream:
         self.core = core
         self.templates: list[int] = []  # template index of each frame produced
         self.n_written = 0
+        self.pixel_format = pixel_format  # of the frames out: rgb24, or yuv420p I420 planes
+        self._cursor = avatar.reader.cursor(pixel_format)  # this stream's own decoder
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="templates")
 
     def __enter__(self) -> Self:
@@ -855,8 +883,10 @@ class LipSyncStream:
         self.close()
 
     def close(self) -> None:
-        """Stop the template-decoding thread (also happens when the stream is collected)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the template-decoding thread and its ffmpeg (also when the stream is
+        collected); waits for at most the one batch being decoded."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._cursor.close()
 
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         self.features.push(samples)
@@ -890,7 +920,7 @@ class LipSyncStream:
         idx = [self._template(t) for t in frames]
         self.templates.extend(idx)
         # decode the template frames while the generator runs (both release the GIL)
-        decoded = self._pool.submit(lambda: [av.reader[i] for i in idx])
+        decoded = self._pool.submit(lambda: [self._cursor[i] for i in idx])
         generate = [k for k, t in enumerate(frames)
                     if not (self.core and self.features.silent[t] and av.idle_runs)]
         patches: dict[int, np.ndarray] = {}
@@ -899,11 +929,12 @@ class LipSyncStream:
                             np.stack([self.features.window(frames[k]) for k in generate]))
             y = np.clip(np.rint(y.transpose(0, 2, 3, 1) * 255), 0, 255).astype(np.uint8)
             patches = dict(zip(generate, y, strict=True))
+        paste = av.compositor.paste_yuv if self.pixel_format == "yuv420p" else av.compositor
         result = []
         for k, (template, frame) in enumerate(zip(idx, decoded.result(), strict=True)):
             if k in patches:
-                frame = av.compositor(frame, np.asarray(av.crops[template]), av.boxes[template],
-                                      patches[k], av.paste_masks[template])
+                frame = paste(frame, np.asarray(av.crops[template]), av.boxes[template],
+                              patches[k], av.paste_masks[template])
             result.append(frame)
         return result
 

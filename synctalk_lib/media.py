@@ -231,33 +231,49 @@ def read_frames(
            "-map", "0:V:0", "-vf", _video_filter(fps, start, size), "-fps_mode", "passthrough",
            *(["-frames:v", str(count)] if count is not None else []),
            "-sws_flags", SWS_FLAGS, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    return _stream(cmd, size) if count != 0 else (f for f in ())
+    return _stream(cmd, frame_shape(size)) if count != 0 else (f for f in ())
 
 
-def read_frames_cfr(path: str | os.PathLike, fps: float, start: int, count: int,
-                    size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Frames [start, start + count) of a constant-rate file this workbench wrote itself.
+def read_frames_cfr(path: str | os.PathLike, fps: float, start: int, count: int | None,
+                    size: tuple[int, int], pixel_format: str = "rgb24") -> Iterator[np.ndarray]:
+    """Frames [start, start + count) of a constant-rate file this workbench wrote itself
+    (count None: to the end).
 
     Seeks straight to the keyframe before `start` and decodes from there (no safety margin and
     no fps filter, which `read_frames` needs for arbitrary sources), so with a short keyframe
     interval a random block costs about one GOP of decoding. size: (width, height) of the file.
+    pixel_format "yuv420p" yields the decoded planes untouched, (H * 3 / 2, W) uint8 I420
+    (`frame_shape`): no colour conversion at all, a third of rgb24's decoding cost at 1080p.
     """
     seek = ["-ss", f"{(start - 0.5) / fps:.6f}"] if start > 0 else []
+    convert = (["-vf", _video_filter(None, 0, size), "-sws_flags", SWS_FLAGS]
+               if pixel_format == "rgb24" else [])
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", *seek, "-i", str(path),
-           "-map", "0:V:0", "-vf", _video_filter(None, 0, size), "-frames:v", str(count),
-           "-fps_mode", "passthrough", "-sws_flags", SWS_FLAGS, "-f", "rawvideo",
-           "-pix_fmt", "rgb24", "pipe:1"]
-    return _stream(cmd, size)
+           "-map", "0:V:0", *convert, *(["-frames:v", str(count)] if count is not None else []),
+           "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", pixel_format, "pipe:1"]
+    return _stream(cmd, frame_shape(size, pixel_format))
 
 
-def _stream(cmd: list[str], size: tuple[int, int]) -> Iterator[np.ndarray]:
+def frame_shape(size: tuple[int, int], pixel_format: str = "rgb24") -> tuple[int, ...]:
+    """Array shape of one raw frame of (width, height) `size`: (H, W, 3) for rgb24, the I420
+    layout (H * 3 / 2, W) for yuv420p (Y plane, then the quarter-size U and V planes)."""
     width, height = size
+    if pixel_format == "rgb24":
+        return (height, width, 3)
+    if pixel_format == "yuv420p":
+        if width % 2 or height % 2:
+            raise MediaError(f"yuv420p frames need an even size, got {width}x{height}")
+        return (height * 3 // 2, width)
+    raise MediaError(f"unsupported pixel format {pixel_format!r}; use rgb24 or yuv420p")
+
+
+def _stream(cmd: list[str], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     log.debug("stream %s", shlex.join(cmd))
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: chatty stderr cannot block
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         try:
             while True:
-                frame = np.empty((height, width, 3), np.uint8)
+                frame = np.empty(shape, np.uint8)
                 got = _read_into(proc.stdout, memoryview(frame).cast("B"))
                 if got == 0:
                     break
@@ -355,6 +371,94 @@ def image_bytes(rgb: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
+# ------------------------------------------------------------------------------ I420 frames
+
+
+def yuv_region(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """The even-aligned rectangle [x0, x1) x [y0, y1) of an I420 frame as its own I420 array.
+
+    Coordinates must be even (a chroma sample covers 2 x 2 pixels); `even_box` makes them so.
+    """
+    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    y_plane = frame[:height]
+    chroma = frame[height:].reshape(2, height // 2, width // 2)  # U, V
+    h, w = y1 - y0, x1 - x0
+    parts = [y_plane[y0:y1, x0:x1], chroma[0, y0 // 2:y1 // 2, x0 // 2:x1 // 2],
+             chroma[1, y0 // 2:y1 // 2, x0 // 2:x1 // 2]]
+    return np.concatenate([p.reshape(-1) for p in parts]).reshape(h * 3 // 2, w)
+
+
+def even_box(x0: int, y0: int, x1: int, y1: int, width: int, height: int
+             ) -> tuple[int, int, int, int]:
+    """[x0, x1) x [y0, y1) grown to even edges and clipped to a (width, height) frame."""
+    return (max(x0 - x0 % 2, 0), max(y0 - y0 % 2, 0), min(x1 + x1 % 2, width),
+            min(y1 + y1 % 2, height))
+
+
+# BT.601 limited range, the matrix ffmpeg uses for the untagged yuv420p this workbench writes
+_TO_RGB = np.array([[1.164383, 0.0, 1.596027], [1.164383, -0.391762, -0.812968],
+                    [1.164383, 2.017232, 0.0]], np.float32)
+_TO_YUV = np.array([[0.256788, 0.504129, 0.097906], [-0.148223, -0.290993, 0.439216],
+                    [0.439216, -0.367788, -0.071427]], np.float32)
+
+
+def yuv_to_rgb(frame: np.ndarray) -> np.ndarray:
+    """An I420 array (H * 3 / 2, W) as (H, W, 3) uint8 RGB, as ffmpeg converts it here
+    (`SWS_FLAGS`): chroma upsampled bicubically, BT.601 limited range. (OpenCV's own I420
+    conversion repeats each chroma sample: up to 14 levels off at colour edges, 47.6 dB on a
+    1080p face; this one 60 dB.)"""
+    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    chroma = frame[height:].reshape(2, height // 2, width // 2).astype(np.float32)
+    yuv = np.empty((height, width, 3), np.float32)
+    yuv[..., 0] = frame[:height]
+    yuv[..., 0] -= 16
+    for k in (0, 1):
+        yuv[..., k + 1] = cv2.resize(chroma[k], (width, height), interpolation=cv2.INTER_CUBIC)
+        yuv[..., k + 1] -= 128
+    rgb = cv2.transform(yuv, _TO_RGB)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB with H and W even as an I420 array (H * 3 / 2, W), as ffmpeg's accurate
+    conversion makes it (BT.601 limited range, each chroma sample the mean of its 2 x 2
+    pixels; within one level of ffmpeg's, where OpenCV's own is up to 7 off)."""
+    height, width = rgb.shape[:2]
+    yuv = cv2.transform(np.ascontiguousarray(rgb).astype(np.float32), _TO_YUV)
+    yuv += np.array([16, 128, 128], np.float32)
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    out[:height] = np.clip(np.rint(yuv[..., 0]), 0, 255)
+    chroma = out[height:].reshape(2, height // 2, width // 2)
+    for k in (0, 1):
+        small = cv2.resize(yuv[..., k + 1], (width // 2, height // 2),
+                           interpolation=cv2.INTER_AREA)
+        chroma[k] = np.clip(np.rint(small), 0, 255)
+    return out
+
+
+def put_yuv_region(frame: np.ndarray, region: np.ndarray, x0: int, y0: int,
+                   changed: np.ndarray | None = None) -> None:
+    """Write an I420 `region` (from `yuv_region`) back into `frame` in place at (x0, y0).
+
+    changed: (h, w) bool, the pixels that really differ; only their luma and the chroma
+    samples they touch are written, so every other pixel keeps its decoded value exactly
+    (a YUV -> RGB -> YUV round trip would move it by a level).
+    """
+    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    h, w = region.shape[0] * 2 // 3, region.shape[1]
+    y_new = region[:h]
+    uv_new = region[h:].reshape(2, h // 2, w // 2)
+    y_plane = frame[:height, x0:x0 + w][y0:y0 + h]
+    uv_plane = frame[height:].reshape(2, height // 2, width // 2)[
+        :, y0 // 2:y0 // 2 + h // 2, x0 // 2:x0 // 2 + w // 2]
+    if changed is None:
+        y_plane[...], uv_plane[...] = y_new, uv_new
+        return
+    np.copyto(y_plane, y_new, where=changed)
+    block = changed.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    np.copyto(uv_plane, uv_new, where=block[None])
+
+
 # ------------------------------------------------------------------------------------ writing
 
 
@@ -383,6 +487,7 @@ class VideoWriter:
         audio: str | os.PathLike | np.ndarray | None = None,
         sample_rate: int = 16000,
         gop: int | None = None,
+        pixel_format: str = "rgb24",
     ) -> None:
         self.path = Path(path)
         try:  # now, not at the rename after a whole render
@@ -393,6 +498,8 @@ class VideoWriter:
             raise MediaError(f"{self.path}: a video file name must end in "
                              f"{' or '.join(VIDEO_SUFFIXES)} (ffmpeg picks the format by it)")
         self.fps, self.crf, self.preset = fps, crf, preset
+        frame_shape((2, 2), pixel_format)  # refuses an unknown format now
+        self.pixel_format = pixel_format  # yuv420p: frames are I420 planes, encoded unconverted
         self.gop = gop  # fixed keyframe interval: any frame decodes after at most gop - 1 others
         self.frames_written = 0
         self._rate = _rate(fps)
@@ -420,11 +527,13 @@ class VideoWriter:
 
     def _start(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
+        if self.pixel_format == "yuv420p":
+            height = height * 2 // 3
         self._out = self._stack.enter_context(files.atomic_path(self.path))
         self._video = self._out if self._audio is None else self._temp(self.path.parent, ".mp4")
         self._stderr = self._stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
+               "-f", "rawvideo", "-pix_fmt", self.pixel_format, "-video_size", f"{width}x{height}",
                "-framerate", self._rate, "-i", "pipe:0"]
         if width % 2 or height % 2:
             log.info("padding %dx%d frames to even size for yuv420p", width, height)
@@ -456,8 +565,13 @@ class VideoWriter:
                     "-b:a", AAC_BITRATE, "-movflags", "+faststart", str(self._out)])
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one (H, W, 3) uint8 RGB frame."""
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        """Append one (H, W, 3) uint8 RGB frame (yuv420p: one (H * 3 / 2, W) I420 frame)."""
+        if self.pixel_format == "yuv420p":
+            if frame.dtype != np.uint8 or frame.ndim != 2 or frame.shape[0] % 3 or \
+                    frame.shape[1] % 2:
+                raise MediaError(f"yuv420p frames must be (H * 3 / 2, W) uint8 I420 with H and "
+                                 f"W even, got {frame.shape} {frame.dtype}")
+        elif frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise MediaError(f"frames must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
         if self._proc is None:
             if self._shape is not None:
