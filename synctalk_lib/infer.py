@@ -510,7 +510,8 @@ class Avatar:
                  encode: Callable[[np.ndarray], np.ndarray] | None, checkpoint: Path,
                  output_root: Path,
                  speech: hubert.HubertFeatures | whisper_lib.WhisperFeatures | None = None,
-                 recording_features: Callable[[], np.ndarray] | None = None) -> None:
+                 recording_features: Callable[[], np.ndarray] | None = None,
+                 progress: bool = True) -> None:
         if (encode is None) == (speech is None):
             raise ValueError("give exactly one of encode (ave) and speech (whisper, hubert)")
         self.name, self.cfg, self.dataset = name, cfg, ds
@@ -524,7 +525,8 @@ class Avatar:
         self.n_frames = ds.n_frames
         self.compositor = Compositor(cfg, self.crop_cfg)
         self.paste_masks = PasteMasks(ds, cfg)
-        self.reader = templates.TemplateReader(ds.frames(), ds.paths.cache, cfg.infer.template_gop)
+        self.reader = templates.TemplateReader(ds.frames(), ds.paths.cache, cfg.infer.template_gop,
+                                               progress=progress)
         self.centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
     def release_file_pages(self) -> bool:
@@ -551,13 +553,15 @@ class Avatar:
              checkpoints_root: str | Path = "checkpoints", output_root: str | Path = "outputs",
              checkpoint: str | Path | None = None, preset: str | None = None,
              overrides: dict | None = None, backend: str | None = None,
-             device: str | None = None, ave_weights: str | Path | None = None) -> Avatar:
+             device: str | None = None, ave_weights: str | Path | None = None,
+             progress: bool = True) -> Avatar:
         """Load person `name`: checkpoints/<name>/generator_best.pt (or `checkpoint`: "best",
         "latest" or a file, see `generators.resolve_checkpoint`).
 
         preset: if given, the checkpoint must have been trained with it (clear error if not);
         overrides: e.g. {"infer.mode": "core", "infer.batch_size": 16}; backend: "auto",
-        "torch" or "onnx" (default: the config's, normally auto).
+        "torch" or "onnx" (default: the config's, normally auto); progress: a bar while the
+        person's frames are cached for reading (once per recording).
         """
         try:
             path = resolve_checkpoint(name, checkpoints_root, checkpoint)
@@ -586,16 +590,17 @@ class Avatar:
         if mode == "whisper":
             avatar = cls(name, cfg, ds, chosen, None, path, Path(output_root), speech=speech,
                          recording_features=lambda: features.whisper_features_for(
-                             ds, speech, source))
+                             ds, speech, source), progress=progress)
         elif mode == "hubert":
             hubert_dir = hubert.resolve_dir(cfg.model.hubert_dir, checkpoints_root)
             avatar = cls(name, cfg, ds, chosen, None, path, Path(output_root),
                          speech=_hubert_for(cfg, checkpoints_root, dev),
                          recording_features=lambda: features.hubert_features_for(
-                             ds, cfg, hubert_dir, str(dev)))
+                             ds, cfg, hubert_dir, str(dev)), progress=progress)
         else:
             encode = _encoder_for(ds, path.parent, ave_weights, kind, dev)
-            avatar = cls(name, cfg, ds, chosen, encode, path, Path(output_root))
+            avatar = cls(name, cfg, ds, chosen, encode, path, Path(output_root),
+                         progress=progress)
         if cfg.infer.mouth_gain != 1:
             avatar.apply_mouth_gain(model, kind, str(dev))
         return avatar

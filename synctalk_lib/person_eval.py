@@ -99,7 +99,7 @@ def evaluate_person(name: str, checkpoint: str | Path | None = None,
     avatar = infer.Avatar.load(name, dataset_root=dataset_root,
                                checkpoints_root=checkpoints_root, output_root=output_root,
                                checkpoint=checkpoint, backend=backend, device=device,
-                               overrides=overrides)
+                               overrides=overrides, progress=progress)
     ds, cfg = avatar.dataset, avatar.cfg
     start, stop = evaluate.heldout_range(ds, cfg)
     hop = cfg.media.sample_rate // cfg.media.fps

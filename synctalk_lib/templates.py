@@ -107,7 +107,8 @@ def loop_back_sequence(n_out: int, n_frames: int, start: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------------------ reading
 
 
-def template_video(frames: VideoFrames, cache_dir: Path, gop: int, crf: int = 12) -> Path:
+def template_video(frames: VideoFrames, cache_dir: Path, gop: int, crf: int = 12,
+                   progress: bool = True) -> Path:
     """A copy of the person's video with a keyframe every `gop` frames (built once, cached).
 
     CRF 12 is visually lossless; the output is encoded once more at the user's CRF.
@@ -123,7 +124,7 @@ def template_video(frames: VideoFrames, cache_dir: Path, gop: int, crf: int = 12
     log.info("caching the person's frames with a keyframe every %d frames (once)", gop)
     with media.VideoWriter(target, fps=frames.fps, crf=crf, preset="veryfast", gop=gop) as out:
         for frame in progress_bar(frames.iter_frames(), total=len(frames), desc="template cache",
-                                  unit="frame"):
+                                  unit="frame", enabled=progress):
             out.write(frame)
     files.save_json(key_file, {"key": key, "frames": len(frames)})
     return target
@@ -133,13 +134,14 @@ class TemplateReader:
     """Frames by index in any order, holding at most `keep` blocks of `block` frames."""
 
     def __init__(self, source: FrameSource, cache_dir: Path | None = None, block: int = 16,
-                 keep: int = 2) -> None:
+                 keep: int = 2, progress: bool = True) -> None:
         self.source, self.block, self.keep = source, block, keep
         self.n_frames = len(source)
         self._blocks: OrderedDict[int, list[np.ndarray]] = OrderedDict()
         self._video: Path | None = None
         if isinstance(source, VideoFrames):
-            self._video = template_video(source, cache_dir or source.path.parent, block)
+            self._video = template_video(source, cache_dir or source.path.parent, block,
+                                         progress=progress)
             self._size = (source.width, source.height)
         elif not isinstance(source, ImageFolderFrames):
             raise TypeError(f"unsupported frame source {type(source).__name__}")

@@ -148,6 +148,19 @@ def test_template_reader_matches_a_sequential_read(trained_person, tmp_path):
     assert np.abs(reader[40].astype(int) - original).mean() < 2.0  # CRF 12: near lossless
 
 
+def test_the_template_cache_bar_follows_the_progress_switch(trained_person, tmp_path,
+                                                           monkeypatch, capsys):
+    """evaluate_person(progress=False) drew the one-time "template cache" bar all the same."""
+    from synctalk_lib.dataset import load_dataset
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # make test sets it
+    ds = load_dataset(trained_person.name, trained_person.dataset_root)
+    templates.TemplateReader(ds.frames(), tmp_path / "quiet", block=8, progress=False)
+    assert "template cache" not in capsys.readouterr().err
+    templates.TemplateReader(ds.frames(), tmp_path / "shown", block=8)
+    assert "template cache" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------- backends
 
 
