@@ -40,6 +40,8 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from server_load import wait_healthy
+
 from synctalk_lib import dataset
 
 MB = 2**20
@@ -142,16 +144,7 @@ def main() -> None:
               f"{row['file']:6.0f}  (crops {row['crops_mapped']:5.0f})  MB", flush=True)
 
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start; see {tmp / 'server.log'}")
-            time.sleep(0.5)
+        wait_healthy(url, proc, tmp / "server.log")
         _stream(url, "Hello there, this is the resting level.")
         record("rest")
         for k in range(1, args.bursts + 1):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_face_video
+from helpers import load_avatar, write_face_video
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -63,3 +63,19 @@ def trained_person(tmp_path_factory) -> TrainedPerson:
                        checkpoints_root=root / "checkpoints", steps=20, syncnet_steps=50,
                        progress=False)
     return TrainedPerson("talker", root / "dataset", root / "checkpoints", paths.heldout_wav)
+
+
+@pytest.fixture(scope="module")
+def avatar(trained_person):
+    """The trained test person on ONNX Runtime (test_server has its own)."""
+    return load_avatar(trained_person, backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def speech(trained_person) -> np.ndarray:
+    """4 s of the test person's held-out speech, its lead silence skipped."""
+    from synctalk_lib import media
+
+    wav = media.load_audio(trained_person.heldout_wav)
+    first = int(np.argmax(np.abs(wav) > 0.05))
+    return wav[first: first + 16000 * 4]

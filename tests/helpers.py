@@ -120,3 +120,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def load_avatar(person, **kw):
+    """The trained test person as an `infer.Avatar` (kw: Avatar.load's, e.g. backend=)."""
+    from synctalk_lib import infer
+
+    return infer.Avatar.load(person.name, dataset_root=person.dataset_root,
+                             checkpoints_root=person.checkpoints_root, **kw)

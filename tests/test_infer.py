@@ -10,28 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import load_avatar
 
 from synctalk_lib import audio, backends, crop, infer, landmarks, media, templates, unet
 from synctalk_lib.checkpoint import CheckpointError
 from synctalk_lib.config import get_config
-
-
-def _load(person, **kw) -> infer.Avatar:
-    return infer.Avatar.load(person.name, dataset_root=person.dataset_root,
-                             checkpoints_root=person.checkpoints_root, **kw)
-
-
-@pytest.fixture(scope="module")
-def avatar(trained_person) -> infer.Avatar:
-    return _load(trained_person, backend="onnx")
-
-
-@pytest.fixture(scope="module")
-def speech(trained_person) -> np.ndarray:
-    wav = media.load_audio(trained_person.heldout_wav)
-    first = int(np.argmax(np.abs(wav) > 0.05))  # skip the lead silence
-    return wav[first: first + 16000 * 4]
-
 
 # ------------------------------------------------------------------------- audio stream
 
@@ -181,7 +164,7 @@ def test_onnx_agrees_with_torch(trained_person):
 
 
 def test_backends_render_the_same_frames(trained_person, avatar, speech):
-    torch_avatar = _load(trained_person, backend="torch")
+    torch_avatar = load_avatar(trained_person, backend="torch")
     a = list(avatar.frames(speech[:16000]))
     b = list(torch_avatar.frames(speech[:16000]))
     assert len(a) == len(b) == 25
@@ -190,7 +173,7 @@ def test_backends_render_the_same_frames(trained_person, avatar, speech):
 
 def test_unknown_backend_is_a_clear_error(trained_person):
     with pytest.raises(backends.BackendError, match="unknown backend"):
-        _load(trained_person, backend="tensorrt")
+        load_avatar(trained_person, backend="tensorrt")
 
 
 # ------------------------------------------------------------------------- rendering
@@ -337,7 +320,7 @@ def test_pauses_get_the_window_that_redraws_a_closed_mouth(trained_person, speec
     """Of digital silence's and the real windows of the person's closed-mouth frames, the
     pause window is the one with which the generator reproduces the still reference's mouth,
     and every frame of a pause uses it."""
-    avatar = _load(trained_person, backend="onnx")
+    avatar = load_avatar(trained_person, backend="onnx")
     closed = infer.closed_mouth_frames(avatar.dataset, avatar.cfg)
     assert len(closed) >= 4
     gaps = landmarks.mouth_opening(avatar.dataset.points()[closed], avatar.dataset.scheme)
@@ -361,10 +344,10 @@ def test_pauses_get_the_window_that_redraws_a_closed_mouth(trained_person, speec
         live.finish()
         assert live.features.silent[25]
         np.testing.assert_array_equal(live.features.window(25), avatar.pause_window)
-    plain = _load(trained_person, backend="onnx", overrides={"infer.pause_feature": "digital"})
+    plain = load_avatar(trained_person, backend="onnx", overrides={"infer.pause_feature": "digital"})
     np.testing.assert_allclose(plain.pause_window, digital, atol=1e-6)
     with pytest.raises(infer.InferError, match="pause_feature"):
-        _ = _load(trained_person, overrides={"infer.pause_feature": "loud"}).pause_window
+        _ = load_avatar(trained_person, overrides={"infer.pause_feature": "loud"}).pause_window
 
 
 def test_mouth_gain_moves_speech_mouths_and_keeps_the_pause_mouth(trained_person, avatar):
@@ -376,24 +359,24 @@ def test_mouth_gain_moves_speech_mouths_and_keeps_the_pause_mouth(trained_person
     speech_rows = avatar.recording_windows(np.array([20, 40]))
     windows = np.concatenate([avatar.pause_window[None], speech_rows]).astype(np.float32)
     plain = avatar.generate(patch, windows)
-    gained = _load(trained_person, backend="onnx", overrides={"infer.mouth_gain": 2.0})
-    torch_gained = _load(trained_person, backend="torch", overrides={"infer.mouth_gain": 2.0})
+    gained = load_avatar(trained_person, backend="onnx", overrides={"infer.mouth_gain": 2.0})
+    torch_gained = load_avatar(trained_person, backend="torch", overrides={"infer.mouth_gain": 2.0})
     np.testing.assert_allclose(gained.pause_window, avatar.pause_window)
     y = gained.generate(patch, windows)
     np.testing.assert_allclose(y[0], plain[0], atol=2e-3)  # the pause: as before
     np.testing.assert_allclose(torch_gained.generate(patch, windows), y, atol=2e-3)
-    torch_plain = _load(trained_person, backend="torch")
+    torch_plain = load_avatar(trained_person, backend="torch")
     p, g = torch_plain.generate(patch, windows), torch_gained.generate(patch, windows)
     # speech mouths further from the pause mouth (the tiny model is near-linear here)
     assert np.abs(g[1:] - g[0]).mean() > 1.5 * np.abs(p[1:] - p[0]).mean() > 0
     assert "gain2-" in gained.backend.path.name and "gain" not in avatar.backend.path.name
     assert not any("pivot" in k for k in torch_gained.backend.model.state_dict())
     with pytest.raises(ValueError, match="mouth_gain"):
-        _load(trained_person, backend="torch", overrides={"infer.mouth_gain": 0.0})
+        load_avatar(trained_person, backend="torch", overrides={"infer.mouth_gain": 0.0})
 
 
 def test_core_mode_plays_real_footage_in_pauses(trained_person, speech):
-    core = _load(trained_person, backend="onnx", overrides={"infer.mode": "core"})
+    core = load_avatar(trained_person, backend="onnx", overrides={"infer.mode": "core"})
     assert core.idle_runs, "the demo starts and ends with silence"
     wav = np.concatenate([speech[:16000], np.zeros(16000, np.float32), speech[:8000]])
     live = core.stream()
@@ -434,7 +417,7 @@ def test_no_checkpoint_says_train_first(trained_person, tmp_path):
 
 def test_preset_mismatch_is_a_clear_error(trained_person):
     with pytest.raises(CheckpointError, match="tiny"):
-        _load(trained_person, preset="cpu")
+        load_avatar(trained_person, preset="cpu")
 
 
 @pytest.mark.parametrize("case", ["empty", "short", "silent", "corrupt", "missing", "video"])
@@ -477,7 +460,7 @@ def test_still_reference_is_a_closed_mouth_training_frame(avatar, trained_person
     opening = landmarks.mouth_opening(ds.points()[split.train], ds.scheme)
     assert opening[split.train.tolist().index(index)] <= np.percentile(opening, 10) + 1e-6
     assert avatar.reference_patch.shape == (cfg.model.image_size,) * 2 + (3,)
-    template_ref = _load(trained_person, backend="onnx",
+    template_ref = load_avatar(trained_person, backend="onnx",
                          overrides={"infer.reference": "template"})
     assert template_ref.reference_patch is None
 

@@ -7,26 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_avatar
 
-from synctalk_lib import crop, infer, media, templates
+from synctalk_lib import crop, media, templates
 from synctalk_lib.dataset import load_dataset
-
-
-def _load(person, **kw) -> infer.Avatar:
-    return infer.Avatar.load(person.name, dataset_root=person.dataset_root,
-                             checkpoints_root=person.checkpoints_root, **kw)
-
-
-@pytest.fixture(scope="module")
-def avatar(trained_person) -> infer.Avatar:
-    return _load(trained_person, backend="onnx")
-
-
-@pytest.fixture(scope="module")
-def speech(trained_person) -> np.ndarray:
-    wav = media.load_audio(trained_person.heldout_wav)
-    first = int(np.argmax(np.abs(wav) > 0.05))
-    return wav[first: first + 16000 * 3]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,7 +90,7 @@ def test_yuv_paste_converts_and_changes_only_the_pasted_region(avatar):
 def test_yuv_render_matches_the_rgb_render(trained_person, speech, tmp_path):
     # lossless x264 (CRF 0), so the comparison sees the two paths, not x264's decisions on
     # inputs a level apart (at CRF 18 those alone put two encodes 40-45 dB apart)
-    fast, slow = (_load(trained_person, backend="onnx",
+    fast, slow = (load_avatar(trained_person, backend="onnx",
                         overrides={"infer.crf": 0, "infer.yuv_render": yuv})
                   for yuv in (True, False))
     assert fast.reader.yuv_ok
