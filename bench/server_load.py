@@ -84,6 +84,16 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
         time.sleep(0.5)
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a user would stop it; killed after 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,12 +132,7 @@ def main() -> int:
                                                                              for g in got]})
             print(json.dumps(rows[-1]), flush=True)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": started, "rows": rows}, indent=2) + "\n")
     print(f"{'streams':>8}{'fps/stream (median)':>21}{'first frame max s':>19}{'real time':>11}")

@@ -25,7 +25,6 @@ import concurrent.futures
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from server_load import wait_healthy
+from server_load import stop_server, wait_healthy
 
 from synctalk_lib import dataset
 
@@ -157,11 +156,7 @@ def main() -> None:
         _stream(url, "One more short request.")
         record("short after")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log.close()
 
     info = {"name": args.name, "crops_file_mb": round(
